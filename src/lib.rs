@@ -3,9 +3,18 @@
 //!
 //! - [`error`]: domain refusals with stable codes and HTTP statuses.
 //! - [`commands`]: one file per command, each with its pure `decide`.
+//! - [`clock`]: where time enters (only the writer reads it).
+//! - [`writer`]: the single writer with group commit.
+//! - [`service`]: start-up (snapshot + tail replay) and the handle callers use.
+//! - [`audit`]: offline replay of a data dir or an export: chain, rules, conservation.
 
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod audit;
+pub mod clock;
 pub mod commands;
+pub mod demo;
 pub mod error;
+pub mod service;
+pub mod writer;

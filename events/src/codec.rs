@@ -32,7 +32,10 @@ pub fn encode_event(event: &Event) -> Result<Vec<u8>, CodecError> {
     let bytes = bincode::serde::encode_to_vec(event, config())
         .map_err(|e| CodecError::Encode(e.to_string()))?;
     if bytes.len() > EVENT_BYTES_MAX {
-        return Err(CodecError::TooLarge { len: bytes.len(), max: EVENT_BYTES_MAX });
+        return Err(CodecError::TooLarge {
+            len: bytes.len(),
+            max: EVENT_BYTES_MAX,
+        });
     }
     Ok(bytes)
 }
@@ -40,12 +43,17 @@ pub fn encode_event(event: &Event) -> Result<Vec<u8>, CodecError> {
 /// Decode an event; the bytes must hold exactly one value.
 pub fn decode_event(bytes: &[u8]) -> Result<Event, CodecError> {
     if bytes.len() > EVENT_BYTES_MAX {
-        return Err(CodecError::TooLarge { len: bytes.len(), max: EVENT_BYTES_MAX });
+        return Err(CodecError::TooLarge {
+            len: bytes.len(),
+            max: EVENT_BYTES_MAX,
+        });
     }
     let (event, used): (Event, usize) = bincode::serde::decode_from_slice(bytes, config())
         .map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != bytes.len() {
-        return Err(CodecError::Trailing { trailing: bytes.len() - used });
+        return Err(CodecError::Trailing {
+            trailing: bytes.len() - used,
+        });
     }
     Ok(event)
 }
@@ -62,7 +70,9 @@ pub fn decode_value<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, C
         bincode::serde::decode_from_slice(bytes, bincode::config::standard())
             .map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != bytes.len() {
-        return Err(CodecError::Trailing { trailing: bytes.len() - used });
+        return Err(CodecError::Trailing {
+            trailing: bytes.len() - used,
+        });
     }
     Ok(value)
 }

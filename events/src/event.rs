@@ -100,10 +100,20 @@ impl Reason {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Verification {
     Manual,
-    AutoRules { rules: Vec<Rule> },
-    AutoTests { language: TestLanguage, tests: String, hidden_tests: Option<String> },
+    AutoRules {
+        rules: Vec<Rule>,
+    },
+    AutoTests {
+        language: TestLanguage,
+        tests: String,
+        hidden_tests: Option<String>,
+    },
     /// `pass_threshold` in hundredths (600 = 6.00).
-    AutoLlm { rubric: String, pass_threshold: u16, hidden_rubric: Option<String> },
+    AutoLlm {
+        rubric: String,
+        pass_threshold: u16,
+        hidden_rubric: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

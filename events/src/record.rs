@@ -39,7 +39,10 @@ pub struct Head {
 }
 
 impl Head {
-    pub const EMPTY: Head = Head { seq: 0, hash: GENESIS_PREV };
+    pub const EMPTY: Head = Head {
+        seq: 0,
+        hash: GENESIS_PREV,
+    };
 
     pub fn hash_hex(&self) -> String {
         hex(&self.hash)
@@ -69,7 +72,10 @@ pub struct Record {
 
 impl Record {
     pub fn head(&self) -> Head {
-        Head { seq: self.seq, hash: self.hash }
+        Head {
+            seq: self.seq,
+            hash: self.hash,
+        }
     }
 }
 
@@ -116,7 +122,13 @@ pub fn seal(prev_head: Head, at_ms: u64, event: Event) -> Result<(Record, Vec<u8
     bytes.extend_from_slice(&hash);
     bytes.extend_from_slice(&(event_bytes.len() as u32).to_le_bytes());
     bytes.extend_from_slice(&event_bytes);
-    let record = Record { seq, at_ms, prev: prev_head.hash, hash, event };
+    let record = Record {
+        seq,
+        at_ms,
+        prev: prev_head.hash,
+        hash,
+        event,
+    };
     Ok((record, bytes))
 }
 
@@ -150,23 +162,41 @@ impl<'a> RawRecord<'a> {
         let declared = u32::from_le_bytes(len) as usize;
         let event_bytes = &bytes[HEADER_BYTES..];
         if declared != event_bytes.len() {
-            return Err(RecordError::EventLength { declared, actual: event_bytes.len() });
+            return Err(RecordError::EventLength {
+                declared,
+                actual: event_bytes.len(),
+            });
         }
-        Ok(RawRecord { seq: u64_at(0), at_ms: u64_at(8), prev, hash, event_bytes })
+        Ok(RawRecord {
+            seq: u64_at(0),
+            at_ms: u64_at(8),
+            prev,
+            hash,
+            event_bytes,
+        })
     }
 
     /// Recompute the hash over the stored bytes and compare.
     pub fn verify_hash(&self) -> Result<(), RecordError> {
         let computed = record_hash(&self.prev, self.seq, self.at_ms, self.event_bytes);
         if computed != self.hash {
-            return Err(RecordError::HashMismatch { stored: hex(&self.hash), computed: hex(&computed) });
+            return Err(RecordError::HashMismatch {
+                stored: hex(&self.hash),
+                computed: hex(&computed),
+            });
         }
         Ok(())
     }
 
     pub fn decode(&self) -> Result<Record, RecordError> {
         let event = codec::decode_event(self.event_bytes)?;
-        Ok(Record { seq: self.seq, at_ms: self.at_ms, prev: self.prev, hash: self.hash, event })
+        Ok(Record {
+            seq: self.seq,
+            at_ms: self.at_ms,
+            prev: self.prev,
+            hash: self.hash,
+            event,
+        })
     }
 }
 
@@ -186,7 +216,10 @@ impl Default for ChainVerifier {
 
 impl ChainVerifier {
     pub fn new() -> Self {
-        ChainVerifier { head: Head::EMPTY, last_at_ms: 0 }
+        ChainVerifier {
+            head: Head::EMPTY,
+            last_at_ms: 0,
+        }
     }
 
     /// Continue a chain from a known head (e.g. a snapshot's).
@@ -208,7 +241,10 @@ impl ChainVerifier {
         let raw = RawRecord::parse(bytes)?;
         self.check(&raw)?;
         let record = raw.decode()?;
-        self.head = Head { seq: raw.seq, hash: raw.hash };
+        self.head = Head {
+            seq: raw.seq,
+            hash: raw.hash,
+        };
         self.last_at_ms = raw.at_ms;
         Ok(record)
     }
@@ -216,14 +252,22 @@ impl ChainVerifier {
     fn check(&self, raw: &RawRecord<'_>) -> Result<(), RecordError> {
         let expected = self.expected_seq();
         if raw.seq != expected {
-            return Err(RecordError::SeqMismatch { expected, found: raw.seq });
+            return Err(RecordError::SeqMismatch {
+                expected,
+                found: raw.seq,
+            });
         }
         if raw.prev != self.head.hash {
-            return Err(RecordError::PrevMismatch { prev_seq: self.head.seq });
+            return Err(RecordError::PrevMismatch {
+                prev_seq: self.head.seq,
+            });
         }
         raw.verify_hash()?;
         if raw.at_ms < self.last_at_ms {
-            return Err(RecordError::TimeBackwards { at_ms: raw.at_ms, prev_at_ms: self.last_at_ms });
+            return Err(RecordError::TimeBackwards {
+                at_ms: raw.at_ms,
+                prev_at_ms: self.last_at_ms,
+            });
         }
         Ok(())
     }
@@ -236,7 +280,9 @@ mod tests {
     use crate::ids::TaskId;
 
     fn ev(n: u128) -> Event {
-        Event::TaskReopened(TaskReopened { task_id: TaskId::from_u128(n) })
+        Event::TaskReopened(TaskReopened {
+            task_id: TaskId::from_u128(n),
+        })
     }
 
     #[test]
@@ -267,7 +313,10 @@ mod tests {
                 let mut bad = bytes.clone();
                 bad[i] ^= bit;
                 let mut v = ChainVerifier::new();
-                assert!(v.next(&bad).is_err(), "flip of byte {i} bit {bit:#x} went unnoticed");
+                assert!(
+                    v.next(&bad).is_err(),
+                    "flip of byte {i} bit {bit:#x} went unnoticed"
+                );
             }
         }
     }
@@ -278,6 +327,9 @@ mod tests {
         let (_, b2) = seal(r1.head(), 9, ev(2)).unwrap();
         let mut v = ChainVerifier::new();
         v.next(&b1).unwrap();
-        assert!(matches!(v.next(&b2), Err(RecordError::TimeBackwards { .. })));
+        assert!(matches!(
+            v.next(&b2),
+            Err(RecordError::TimeBackwards { .. })
+        ));
     }
 }

@@ -1,0 +1,142 @@
+//! The single writer through the service handle: group commit, one winner
+//! among concurrent claims, idempotent retries, and restart from the log.
+
+use std::sync::Arc;
+use taskledger::clock::ManualClock;
+use taskledger::commands::*;
+use taskledger::service::Service;
+use taskledger::writer::Idempotency;
+use taskledger_events::*;
+
+fn register(i: u128) -> (AccountId, Command) {
+    let id = AccountId::from_u128(i);
+    let cmd = Command::Register(Register {
+        account_id: id,
+        kind: AccountKind::Human,
+        name: format!("o{i}"),
+        email: None,
+        compute_source: None,
+        compute_attestation: None,
+        metadata: None,
+        key_hash: *blake3::hash(&i.to_le_bytes()).as_bytes(),
+        client_addr: None,
+    });
+    (id, cmd)
+}
+
+fn spec(reward: u64) -> TaskSpec {
+    TaskSpec {
+        title: "t".into(),
+        description: String::new(),
+        task_type: "text".into(),
+        reward,
+        requirements: None,
+        input_data: None,
+        deadline_ms: None,
+        max_executors: 1,
+        tags: vec![],
+        min_reputation: 0,
+        verification: Verification::Manual,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_have_one_winner_and_restart_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let store = SledStore::open(dir.path()).unwrap();
+    let (svc, writer) = Service::start(Box::new(store), Policy::default(), clock.clone()).unwrap();
+    let (alice, cmd) = register(1);
+    svc.execute(Principal::System, None, cmd).await.unwrap();
+    let (bob, cmd) = register(2);
+    svc.execute(Principal::System, None, cmd).await.unwrap();
+    let mut keys = Vec::new();
+    for k in 0..64u128 {
+        let key_id = AgentKeyId::from_u128(100 + k);
+        let cmd = Command::IssueAgentKey(IssueAgentKey {
+            key_id,
+            name: format!("k{k}"),
+            compute_source: "local_model".into(),
+            key_hash: *blake3::hash(&(1000 + k).to_le_bytes()).as_bytes(),
+        });
+        svc.execute(Principal::Owner(bob), None, cmd).await.unwrap();
+        keys.push(key_id);
+    }
+    let task_id = TaskId::from_u128(7);
+    let publish = Command::Publish(Publish {
+        task_id,
+        spec: spec(50),
+    });
+    let idem = Idempotency {
+        key: "pub-1".into(),
+        request_hash: [1; 32],
+    };
+    let first = svc
+        .execute(Principal::Owner(alice), Some(idem.clone()), publish.clone())
+        .await
+        .unwrap();
+    // A retry with the same key answers the same records and appends nothing.
+    let head = svc.read().head_seq;
+    let again = svc
+        .execute(Principal::Owner(alice), Some(idem.clone()), publish)
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(first.records, again.records);
+    assert_eq!(svc.read().head_seq, head);
+    // The same key for another request is a conflict.
+    let other = Command::Publish(Publish {
+        task_id: TaskId::from_u128(8),
+        spec: spec(5),
+    });
+    let err = svc
+        .execute(
+            Principal::Owner(alice),
+            Some(Idempotency {
+                request_hash: [2; 32],
+                ..idem
+            }),
+            other,
+        )
+        .await;
+    assert_eq!(err.unwrap_err().code(), "conflict");
+
+    let mut joins = Vec::new();
+    for (n, key) in keys.iter().enumerate() {
+        let svc = svc.clone();
+        let key = *key;
+        joins.push(tokio::spawn(async move {
+            let cmd = Command::Claim(Claim {
+                task_id,
+                execution_id: ExecutionId::from_u128(5000 + n as u128),
+            });
+            svc.execute(Principal::Agent(key), None, cmd).await
+        }));
+    }
+    let mut winners = 0;
+    for j in joins {
+        match j.await.unwrap() {
+            Ok(_) => winners += 1,
+            Err(e) => assert_eq!(e.code(), "task_full"),
+        }
+    }
+    assert_eq!(winners, 1);
+    assert!(
+        svc.metrics()
+            .batches
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    let before = svc.read().clone();
+    svc.shutdown().await.unwrap();
+    drop(svc);
+    writer.join().unwrap();
+
+    // Restart: snapshot + tail equals the state before.
+    let store = SledStore::open(dir.path()).unwrap();
+    let (svc, writer) = Service::start(Box::new(store), Policy::default(), clock).unwrap();
+    assert_eq!(*svc.read(), before);
+    svc.shutdown().await.unwrap();
+    drop(svc);
+    writer.join().unwrap();
+}
