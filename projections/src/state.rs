@@ -507,21 +507,34 @@ impl State {
         Ok(x)
     }
 
+    /// The execution of `task_id`, which must be in status `want`.
+    fn execution_in(
+        &self,
+        seq: u64,
+        task_id: TaskId,
+        execution_id: ExecutionId,
+        want: ExecutionStatus,
+    ) -> Result<&Execution, Violation> {
+        let x = self.execution_of(seq, task_id, execution_id)?;
+        if x.status != want {
+            bail!(
+                seq,
+                "execution {} is {}, not {}",
+                x.id,
+                x.status.as_str(),
+                want.as_str()
+            );
+        }
+        Ok(x)
+    }
+
     fn result_submitted(
         &mut self,
         seq: u64,
         at: u64,
         e: &ResultSubmitted,
     ) -> Result<Option<TaskId>, Violation> {
-        let x = self.execution_of(seq, e.task_id, e.execution_id)?;
-        if x.status != ExecutionStatus::InProgress {
-            bail!(
-                seq,
-                "execution {} is {}, not in_progress",
-                x.id,
-                x.status.as_str()
-            );
-        }
+        let x = self.execution_in(seq, e.task_id, e.execution_id, ExecutionStatus::InProgress)?;
         if *blake3::hash(e.result.as_bytes()).as_bytes() != e.result_hash {
             bail!(seq, "result_hash does not match the result");
         }
@@ -550,15 +563,7 @@ impl State {
         at: u64,
         e: &VerdictRecorded,
     ) -> Result<Option<TaskId>, Violation> {
-        let x = self.execution_of(seq, e.task_id, e.execution_id)?;
-        if x.status != ExecutionStatus::Submitted {
-            bail!(
-                seq,
-                "execution {} is {}, not submitted",
-                x.id,
-                x.status.as_str()
-            );
-        }
+        let x = self.execution_in(seq, e.task_id, e.execution_id, ExecutionStatus::Submitted)?;
         if e.score > reputation::REPUTATION_MAX {
             bail!(seq, "score {} above the scale", e.score);
         }
@@ -626,15 +631,7 @@ impl State {
         seq: u64,
         e: &VerificationFallback,
     ) -> Result<Option<TaskId>, Violation> {
-        let x = self.execution_of(seq, e.task_id, e.execution_id)?;
-        if x.status != ExecutionStatus::Submitted {
-            bail!(
-                seq,
-                "execution {} is {}, not submitted",
-                x.id,
-                x.status.as_str()
-            );
-        }
+        let x = self.execution_in(seq, e.task_id, e.execution_id, ExecutionStatus::Submitted)?;
         if x.fallback.is_some() {
             bail!(seq, "execution {} already fell back to manual review", x.id);
         }
@@ -686,15 +683,7 @@ impl State {
         at: u64,
         e: &LeaseReleased,
     ) -> Result<Option<TaskId>, Violation> {
-        let x = self.execution_of(seq, e.task_id, e.execution_id)?;
-        if x.status != ExecutionStatus::InProgress {
-            bail!(
-                seq,
-                "execution {} is {}, not in_progress",
-                x.id,
-                x.status.as_str()
-            );
-        }
+        let x = self.execution_in(seq, e.task_id, e.execution_id, ExecutionStatus::InProgress)?;
         if at < x.lease_expires_ms {
             bail!(
                 seq,
