@@ -6,7 +6,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 /// One bad input field, named as the API names it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

@@ -6,6 +6,7 @@
 //! - [`clock`]: where time enters (only the writer reads it).
 //! - [`writer`]: the single writer with group commit.
 //! - [`service`]: start-up (snapshot + tail replay) and the handle callers use.
+//! - [`http`]: the REST API, SSE, metrics and timers (`taskledger serve`).
 //! - [`audit`]: offline replay of a data dir or an export: chain, rules, conservation.
 
 #![deny(clippy::unwrap_used)]
@@ -16,5 +17,6 @@ pub mod clock;
 pub mod commands;
 pub mod demo;
 pub mod error;
+pub mod http;
 pub mod service;
 pub mod writer;

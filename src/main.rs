@@ -1,9 +1,10 @@
-//! The `taskledger` command line: audit, export, rebuild and demo.
+//! The `taskledger` command line: serve, audit, export, rebuild and demo.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use taskledger::audit;
+use taskledger::http::settings::LogFormat;
 use taskledger::service::replay_into;
 use taskledger_events::store::LogStore;
 use taskledger_events::{SledStore, export, hex};
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the market: REST API, SSE, metrics and timers over an embedded sled log.
+    Serve(taskledger::http::settings::Settings),
     /// Replay a log: chain, every rule, conservation. Exit 1 on any failure.
     Audit {
         #[arg(long, conflicts_with = "file", required_unless_present = "file")]
@@ -55,14 +58,22 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let (json, default_filter) = match &cli.command {
+        Cmd::Serve(s) => (s.log == LogFormat::Json, "info"),
+        _ => (false, "warn"),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TASKLEDGER_LOG_FILTER")
+        .unwrap_or_else(|_| default_filter.into());
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TASKLEDGER_LOG_FILTER")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
-    match run(Cli::parse()) {
+        .with_env_filter(filter);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("taskledger: {e}");
@@ -73,6 +84,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match cli.command {
+        Cmd::Serve(settings) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(taskledger::http::serve(settings))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Audit { data, file, json } => {
             let report = match (data, file) {
                 (_, Some(file)) => audit::audit_file(&file),

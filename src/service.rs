@@ -30,7 +30,13 @@ pub struct WriterMetrics {
     pub commands: AtomicU64,
     pub records: AtomicU64,
     pub append_micros: AtomicU64,
+    /// Flushed batches by record count: bucket `i` holds batches of at most
+    /// `BATCH_BUCKETS[i]` records.
+    pub batch_buckets: [AtomicU64; BATCH_BUCKETS.len()],
 }
+
+/// Upper bounds of the batch-size buckets; the last catches the rest.
+pub const BATCH_BUCKETS: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, u64::MAX];
 
 impl WriterMetrics {
     pub(crate) fn record_batch(&self, commands: usize, records: usize, took: Duration) {
@@ -39,6 +45,30 @@ impl WriterMetrics {
         self.records.fetch_add(records as u64, Ordering::Relaxed);
         self.append_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        let i = BATCH_BUCKETS
+            .iter()
+            .position(|b| records as u64 <= *b)
+            .unwrap_or(BATCH_BUCKETS.len() - 1);
+        self.batch_buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Batches per size bucket, as `(upper bound, count)`; cumulative like a
+    /// Prometheus histogram (`+Inf` last).
+    pub fn batch_sizes(&self) -> Vec<(String, u64)> {
+        let mut total = 0;
+        BATCH_BUCKETS
+            .iter()
+            .zip(&self.batch_buckets)
+            .map(|(b, c)| {
+                total += c.load(Ordering::Relaxed);
+                let le = if *b == u64::MAX {
+                    "+Inf".to_owned()
+                } else {
+                    b.to_string()
+                };
+                (le, total)
+            })
+            .collect()
     }
 }
 
@@ -180,6 +210,11 @@ impl Service {
     /// Records as they are flushed.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Record>> {
         self.live.subscribe()
+    }
+
+    /// Commands waiting in the writer's queue.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     pub fn metrics(&self) -> &WriterMetrics {

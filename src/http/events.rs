@@ -1,0 +1,399 @@
+//! `GET /api/v1/events`: Server-Sent Events of the domain events a caller
+//! may see. Publishers see their tasks and their wallet; agent keys see new
+//! and re-opened tasks and their own executions. Each frame's `id:` is the
+//! record's seq, so a client resumes with `Last-Event-ID` (or `?since=`)
+//! and misses nothing and sees nothing twice.
+//!
+//! How: subscribe to the live records first, then catch up from the log
+//! (acknowledged records only) up to its head, then follow the live
+//! stream, skipping what catch-up already sent. Falling behind the live
+//! stream while catching up means more catch-up; falling behind once live
+//! means the client is too slow: it gets a final `cutoff` frame naming the
+//! last seq sent and the stream ends. The writer never waits for a client.
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use super::extract::{Caller, Query};
+use super::views;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as Frame, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use taskledger_events::{Event, ExecutionId, Principal, RawRecord, Record};
+use taskledger_projections::State as Market;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Frames buffered per client before the client counts as slow.
+pub const CLIENT_FRAMES_MAX: usize = 1024;
+/// Records read from the log per catch-up step.
+const CATCH_UP_RECORDS_MAX: u64 = 1024;
+/// How long the final frame may take to reach a stalled client.
+const FINAL_FRAME_WAIT: Duration = Duration::from_secs(2);
+
+/// Every event type a stream may carry (for `?type=`).
+pub const TYPES: [&str; 20] = [
+    "account_registered",
+    "owner_key_rotated",
+    "agent_key_issued",
+    "agent_key_revoked",
+    "credits_granted",
+    "task_published",
+    "task_claimed",
+    "result_submitted",
+    "verdict_recorded",
+    "verification_fallback",
+    "execution_superseded",
+    "lease_released",
+    "task_reopened",
+    "task_closed",
+    "task_cancelled",
+    "task_expired",
+    "credits_redeemed",
+    "risk_flag_raised",
+    "risk_flag_released",
+    "risk_flag_confirmed",
+];
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Send records after this seq (as `Last-Event-ID` does). Without
+    /// either, the stream starts at the current head.
+    pub since: Option<u64>,
+    /// Comma-separated event types to keep, e.g. `task_published,verdict_recorded`.
+    #[serde(rename = "type")]
+    pub types: Option<String>,
+}
+
+/// Keeps the count of open streams honest however a stream ends.
+struct ClientSlot(AppState);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.sse_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Server-Sent Events of the domain events the caller may see.
+#[utoipa::path(get, path = "/events", tag = "events", security(("bearer" = [])),
+    params(EventsQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "resume after this seq")),
+    responses((status = 200, description = "text/event-stream; `id:` is the seq", content_type = "text/event-stream", body = String),
+        (status = 401, body = ApiError), (status = 503, body = ApiError)))]
+pub async fn events(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Frame, Infallible>>>> {
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::invalid("Last-Event-ID", "must be a record seq"))?,
+        ),
+    };
+    let types = match q.types.as_deref() {
+        None => None,
+        Some(list) => {
+            let mut wanted = Vec::new();
+            for t in list.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                let known = TYPES.iter().find(|k| **k == t).ok_or_else(|| {
+                    ApiError::invalid("type", format!("unknown event type {t:?}"))
+                })?;
+                wanted.push(*known);
+            }
+            Some(wanted)
+        }
+    };
+    let open = app.sse_clients.fetch_add(1, Ordering::Relaxed);
+    let slot = ClientSlot(app.clone());
+    if open >= app.settings.sse_clients_max {
+        return Err(crate::error::DomainError::Overloaded.into());
+    }
+    // Subscribe before reading the head, so nothing falls between the two.
+    let live = app.service.subscribe();
+    let since = last_event_id
+        .or(q.since)
+        .unwrap_or_else(|| app.history.head().seq);
+    let (tx, rx) = mpsc::channel(CLIENT_FRAMES_MAX);
+    let stream = Stream_ {
+        app: app.clone(),
+        caller: caller.0,
+        types,
+        sent: since,
+        tx,
+    };
+    tokio::spawn(async move {
+        let _slot = slot;
+        stream.run(live).await;
+    });
+    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(app.settings.sse_heartbeat_secs.max(1)))
+            .text("heartbeat"),
+    ))
+}
+
+/// One client's stream.
+struct Stream_ {
+    app: AppState,
+    caller: Principal,
+    types: Option<Vec<&'static str>>,
+    /// The last seq accounted for (sent or filtered out).
+    sent: u64,
+    tx: mpsc::Sender<Result<Frame, Infallible>>,
+}
+
+enum Step {
+    Go,
+    Stop,
+}
+
+impl Stream_ {
+    async fn run(mut self, mut live: broadcast::Receiver<Arc<Record>>) {
+        let mut shutdown = self.app.shutdown.clone();
+        if *shutdown.borrow() {
+            return;
+        }
+        // Catch up until the log's head is reached with the live stream intact.
+        loop {
+            match self.catch_up().await {
+                Step::Go => {}
+                Step::Stop => return,
+            }
+            match live.try_recv() {
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    live = live.resubscribe();
+                    continue;
+                }
+                Ok(r) => {
+                    if let Step::Stop = self.offer(&r).await {
+                        return;
+                    }
+                    break;
+                }
+                Err(broadcast::error::TryRecvError::Empty) => break,
+                Err(broadcast::error::TryRecvError::Closed) => return,
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    let frame = Frame::default().event("shutdown").data("the server is stopping; resume with Last-Event-ID");
+                    let _ = tokio::time::timeout(FINAL_FRAME_WAIT, self.tx.send(Ok(frame))).await;
+                    return;
+                }
+                r = live.recv() => match r {
+                    Ok(r) => {
+                        if let Step::Stop = self.offer(&r).await {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let body = json!({
+                            "error": "the client fell behind the live stream and was cut off",
+                            "code": "slow_consumer",
+                            "last_seq": self.sent,
+                            "skipped": n,
+                        });
+                        let frame = Frame::default().event("cutoff").data(body.to_string());
+                        let _ = tokio::time::timeout(FINAL_FRAME_WAIT, self.tx.send(Ok(frame))).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+
+    /// Send everything in the log after `sent`, up to its head.
+    async fn catch_up(&mut self) -> Step {
+        loop {
+            let history = self.app.history.clone();
+            let from = self.sent + 1;
+            let to = self.sent + CATCH_UP_RECORDS_MAX;
+            let chunk = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                let mut failure = None;
+                let scanned = history.scan(from, to, &mut |_, bytes| {
+                    match RawRecord::parse(bytes).and_then(|r| r.decode()) {
+                        Ok(r) => out.push(r),
+                        Err(e) => failure = Some(e.to_string()),
+                    }
+                    if failure.is_some() {
+                        std::ops::ControlFlow::Break(())
+                    } else {
+                        std::ops::ControlFlow::Continue(())
+                    }
+                });
+                match (scanned, failure) {
+                    (Err(e), _) => Err(e.to_string()),
+                    (_, Some(e)) => Err(e),
+                    _ => Ok(out),
+                }
+            })
+            .await;
+            let records = match chunk {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "event stream cannot read the log");
+                    return Step::Stop;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "event stream reader failed");
+                    return Step::Stop;
+                }
+            };
+            if records.is_empty() {
+                return Step::Go;
+            }
+            for r in &records {
+                if let Step::Stop = self.offer(r).await {
+                    return Step::Stop;
+                }
+            }
+        }
+    }
+
+    /// Send one record if the caller may see it and wants its type.
+    async fn offer(&mut self, r: &Record) -> Step {
+        if r.seq <= self.sent {
+            return Step::Go;
+        }
+        let frame = {
+            let state = self.app.service.read();
+            let wanted = self
+                .types
+                .as_ref()
+                .is_none_or(|t| t.contains(&r.event.kind()));
+            if wanted {
+                payload(&state, &self.caller, r)
+            } else {
+                None
+            }
+        };
+        self.sent = r.seq;
+        match frame {
+            None => Step::Go,
+            Some(data) => {
+                let frame = Frame::default()
+                    .id(r.seq.to_string())
+                    .event(r.event.kind())
+                    .data(data.to_string());
+                match self.tx.send(Ok(frame)).await {
+                    Ok(()) => Step::Go,
+                    Err(_) => Step::Stop,
+                }
+            }
+        }
+    }
+}
+
+fn execution_id(e: &Event) -> Option<ExecutionId> {
+    match e {
+        Event::TaskClaimed(e) => Some(e.execution_id),
+        Event::ResultSubmitted(e) => Some(e.execution_id),
+        Event::VerdictRecorded(e) => Some(e.execution_id),
+        Event::VerificationFallback(e) => Some(e.execution_id),
+        Event::ExecutionSuperseded(e) => Some(e.execution_id),
+        Event::LeaseReleased(e) => Some(e.execution_id),
+        _ => None,
+    }
+}
+
+/// The account an account-level event is about.
+fn account_of(state: &Market, e: &Event) -> Option<taskledger_events::AccountId> {
+    match e {
+        Event::AccountRegistered(e) => Some(e.account_id),
+        Event::OwnerKeyRotated(e) => Some(e.account_id),
+        Event::AgentKeyIssued(e) => Some(e.owner_id),
+        Event::AgentKeyRevoked(e) => Some(e.owner_id),
+        Event::CreditsGranted(e) => Some(e.owner_id),
+        Event::CreditsRedeemed(e) => Some(e.owner_id),
+        Event::RiskFlagRaised(e) => Some(e.owner_id),
+        Event::RiskFlagReleased(e) => state.flags.get(&e.flag_id).map(|f| f.owner_id),
+        Event::RiskFlagConfirmed(e) => state.flags.get(&e.flag_id).map(|f| f.owner_id),
+        _ => None,
+    }
+}
+
+/// May `caller` see this event?
+pub fn visible(state: &Market, caller: &Principal, e: &Event) -> bool {
+    if matches!(e, Event::IdempotencyRecorded(_)) {
+        return false;
+    }
+    let execution = execution_id(e).and_then(|x| state.executions.get(&x));
+    match caller {
+        Principal::Owner(me) => {
+            let own_task = e
+                .task_id()
+                .and_then(|t| state.tasks.get(&t))
+                .is_some_and(|t| t.publisher_id == *me);
+            own_task
+                || execution.is_some_and(|x| x.owner_id == *me)
+                || account_of(state, e) == Some(*me)
+        }
+        Principal::Agent(key) => {
+            matches!(e, Event::TaskPublished(_) | Event::TaskReopened(_))
+                || execution.is_some_and(|x| x.agent_key_id == *key)
+        }
+        Principal::Operator(_) | Principal::System => true,
+    }
+}
+
+/// The frame's JSON, or `None` when the caller may not see the event.
+/// Task specs never travel here: a frame carries a task summary, and the
+/// full task (redacted for the caller) is one GET away.
+pub fn payload(state: &Market, caller: &Principal, r: &Record) -> Option<Value> {
+    let e = &r.event;
+    if !visible(state, caller, e) {
+        return None;
+    }
+    let data = match e {
+        Event::TaskPublished(p) => state
+            .tasks
+            .get(&p.task_id)
+            .map(|t| serde_json::to_value(views::task_summary(t)).unwrap_or(Value::Null))
+            .unwrap_or(Value::Null),
+        Event::TaskClaimed(c) => json!({
+            "agent_key_id": c.agent_key_id.0,
+            "lease_expires_at": views::ts(c.lease_expires_ms),
+        }),
+        Event::ResultSubmitted(s) => json!({ "result_hash": views::hex(&s.result_hash) }),
+        Event::VerdictRecorded(v) => json!({
+            "accepted": v.accepted,
+            "score": views::points(v.score),
+            "verifier": views::verifier_name(v.verifier),
+        }),
+        Event::VerificationFallback(f) => json!({ "reason": f.reason }),
+        Event::CreditsGranted(g) => json!({ "amount": g.amount, "reason": g.reason.as_str() }),
+        Event::CreditsRedeemed(g) => json!({ "amount": g.amount }),
+        Event::RiskFlagRaised(f) => json!({
+            "flag_id": f.flag_id.0, "kind": f.kind.as_str(), "reason": f.reason,
+        }),
+        Event::RiskFlagReleased(f) => json!({ "flag_id": f.flag_id.0 }),
+        Event::RiskFlagConfirmed(f) => json!({ "flag_id": f.flag_id.0 }),
+        Event::AgentKeyIssued(k) => json!({ "agent_key_id": k.key_id.0, "name": k.name }),
+        Event::AgentKeyRevoked(k) => json!({ "agent_key_id": k.key_id.0 }),
+        Event::AccountRegistered(a) => json!({ "account_id": a.account_id.0 }),
+        _ => json!({}),
+    };
+    Some(json!({
+        "seq": r.seq,
+        "at": views::ts(r.at_ms),
+        "type": e.kind(),
+        "task_id": e.task_id().map(|t| t.0),
+        "execution_id": execution_id(e).map(|x| x.0),
+        "data": data,
+    }))
+}

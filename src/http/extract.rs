@@ -1,0 +1,285 @@
+//! Request extractors: the JSON body (strict, with field-level errors), the
+//! authenticated caller, the operator, the client address and the
+//! idempotency key. Every refusal is an [`ApiError`].
+
+use super::AppState;
+use super::error::ApiError;
+use crate::writer::Idempotency;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+use taskledger_events::{AccountId, AgentKeyId, Principal};
+
+/// Longest idempotency key accepted.
+pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 200;
+
+/// A JSON body, parsed strictly. Bad syntax is `bad_request`; a wrong type,
+/// a missing or an unknown field is `validation_failed` naming the field; a
+/// body over the limit is `too_large`. `fingerprint` identifies the request
+/// (method, path, body) for idempotency.
+pub struct Body<T> {
+    pub value: T,
+    pub fingerprint: [u8; 32],
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(bytes_rejection)?;
+        let fingerprint = fingerprint(method.as_str(), &path, &bytes);
+        let value = parse_json(&bytes)?;
+        Ok(Body { value, fingerprint })
+    }
+}
+
+fn bytes_rejection(e: BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the request body is over the size limit",
+        )
+    } else {
+        ApiError::bad_request(format!("cannot read the request body: {e}"))
+    }
+}
+
+/// Parse a JSON body, naming the field at fault.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("a JSON body is required"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let field = if path == "." { "body".into() } else { path };
+                ApiError::invalid(&field, inner.to_string())
+            }
+            _ => ApiError::bad_request(format!("malformed JSON: {inner}")),
+        }
+    })
+}
+
+/// What identifies a request for idempotency: method, path and body.
+pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(method.as_bytes());
+    h.update(&[0]);
+    h.update(path.as_bytes());
+    h.update(&[0]);
+    h.update(body);
+    *h.finalize().as_bytes()
+}
+
+/// The `Idempotency-Key` header, if any.
+pub struct IdempotencyKey(pub Option<String>);
+
+impl IdempotencyKey {
+    pub fn with(self, fingerprint: [u8; 32]) -> Option<Idempotency> {
+        self.0.map(|key| Idempotency {
+            key,
+            request_hash: fingerprint,
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(v) = parts.headers.get("idempotency-key") else {
+            return Ok(IdempotencyKey(None));
+        };
+        let key = v
+            .to_str()
+            .map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))?
+            .trim();
+        if key.is_empty() || key.chars().count() > IDEMPOTENCY_KEY_CHARS_MAX {
+            return Err(ApiError::invalid(
+                "Idempotency-Key",
+                format!("must be 1..={IDEMPOTENCY_KEY_CHARS_MAX} characters"),
+            ));
+        }
+        Ok(IdempotencyKey(Some(key.to_owned())))
+    }
+}
+
+/// The key a request carries: `Authorization: Bearer <key>` or
+/// `X-Market-Api-Key: <key>`.
+pub fn presented_key(parts: &Parts) -> Option<&str> {
+    if let Some(v) = parts.headers.get("x-market-api-key") {
+        return v.to_str().ok().map(str::trim);
+    }
+    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?;
+    let v = v.to_str().ok()?.trim();
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
+}
+
+/// The hash under which a key is known. Keys are never stored.
+pub fn key_hash(key: &str) -> [u8; 32] {
+    *blake3::hash(key.as_bytes()).as_bytes()
+}
+
+/// An authenticated owner or agent key. Checks the per-principal rate limit.
+#[derive(Clone, Debug)]
+pub struct Caller(pub Principal);
+
+impl Caller {
+    pub fn owner(&self) -> Option<AccountId> {
+        match self.0 {
+            Principal::Owner(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    pub fn agent(&self) -> Option<AgentKeyId> {
+        match self.0 {
+            Principal::Agent(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    pub fn require_owner(&self) -> Result<AccountId, ApiError> {
+        self.owner()
+            .ok_or_else(|| ApiError::forbidden("this needs an owner (account) key"))
+    }
+
+    pub fn require_agent(&self) -> Result<AgentKeyId, ApiError> {
+        self.agent()
+            .ok_or_else(|| ApiError::forbidden("this needs an agent key"))
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = authenticate(parts, app)?;
+        app.check_rate(&caller.0, parts)?;
+        Ok(caller)
+    }
+}
+
+/// Who holds the key the request carries, without the rate limit.
+pub fn authenticate(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
+    let key = presented_key(parts)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "an API key is required (Authorization: Bearer <key> or X-Market-Api-Key)",
+            )
+        })?;
+    let hash = key_hash(key);
+    let view = app.service.read();
+    view.principal_for_key_hash(&hash)
+        .cloned()
+        .map(Caller)
+        .ok_or_else(|| ApiError::unauthorized("unknown or revoked API key"))
+}
+
+/// The operator: `X-Admin-Token` equal to the configured admin token. With
+/// no token configured, operator routes do not exist (404).
+pub struct Operator(pub String);
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(expected) = app.settings.admin_token.as_deref() else {
+            return Err(ApiError::not_found(format!("route {}", parts.uri.path())));
+        };
+        let given = parts
+            .headers
+            .get("x-admin-token")
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| presented_key(parts))
+            .ok_or_else(|| ApiError::unauthorized("X-Admin-Token is required"))?;
+        // Compare hashes so the time taken says nothing about the token.
+        if key_hash(given) != key_hash(expected) {
+            return Err(ApiError::unauthorized("wrong admin token"));
+        }
+        let name = parts
+            .headers
+            .get("x-operator-name")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|n| !n.is_empty() && n.chars().count() <= 100)
+            .unwrap_or("operator");
+        Ok(Operator(name.to_owned()))
+    }
+}
+
+/// The peer address of the connection, when the server recorded it.
+pub struct ClientAddr(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
+}
+
+/// Query parameters, with the one error shape on bad input.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::invalid("query", e.body_text()))
+    }
+}
+
+/// Parse a path id, naming the parameter on failure.
+pub fn parse_id<T: std::str::FromStr>(raw: &str, name: &str) -> Result<T, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::invalid(name, "must be a UUID"))
+}
+
+/// `limit` and `offset`, checked against the route's bounds.
+#[derive(Clone, Copy, Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct Page {
+    /// 1..=100, default 50.
+    pub limit: Option<u32>,
+    /// Default 0.
+    pub offset: Option<u64>,
+}
+
+impl Page {
+    pub fn bounds(&self, default: u32, max: u32) -> Result<(usize, usize), ApiError> {
+        let limit = self.limit.unwrap_or(default);
+        if !(1..=max).contains(&limit) {
+            return Err(ApiError::invalid("limit", format!("must be 1..={max}")));
+        }
+        let offset = usize::try_from(self.offset.unwrap_or(0))
+            .map_err(|_| ApiError::invalid("offset", "too large"))?;
+        Ok((limit as usize, offset))
+    }
+}

@@ -1,0 +1,378 @@
+//! The HTTP service: every route of API.md on axum, over the same
+//! [`Service`] the MCP layer uses.
+//!
+//! - [`settings`]: flags and `TASKLEDGER_*` variables.
+//! - [`extract`]: bodies, the caller, the operator, idempotency keys.
+//! - [`error`]: the one error shape.
+//! - [`views`]: what each caller may see (redaction lives here only).
+//! - [`accounts`], [`tasks`], [`admin`]: the handlers.
+//! - [`events`]: Server-Sent Events with resume.
+//! - [`metrics`]: Prometheus text.
+//! - [`timers`]: lease and deadline expiry as commands through the writer.
+//!
+//! Handlers never change state themselves: writes go through the single
+//! writer ([`Service::execute`]); reads use the read view.
+
+pub mod accounts;
+pub mod admin;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod metrics;
+pub mod settings;
+pub mod tasks;
+pub mod timers;
+pub mod views;
+
+use crate::clock::{Clock, SystemClock};
+use crate::service::Service;
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::request::Parts;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use error::ApiError;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
+use settings::Settings;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use taskledger_events::{Principal, SledReader};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub service: Service,
+    /// Acknowledged records, for SSE catch-up.
+    pub history: SledReader,
+    pub settings: Settings,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: metrics::HttpMetrics,
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    pub sse_clients: AtomicUsize,
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        service: Service,
+        history: SledReader,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let limiter = NonZeroU32::new(settings.rate_limit_per_min)
+            .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
+        AppState(Arc::new(Inner {
+            service,
+            history,
+            settings,
+            clock,
+            metrics: metrics::HttpMetrics::new(),
+            limiter,
+            sse_clients: AtomicUsize::new(0),
+            shutdown,
+        }))
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// The per-principal rate limit; `rate_limited` with `Retry-After`.
+    pub fn check_rate(&self, principal: &Principal, _parts: &Parts) -> Result<(), ApiError> {
+        let key = match principal {
+            Principal::Owner(id) => format!("o:{id}"),
+            Principal::Agent(id) => format!("a:{id}"),
+            Principal::Operator(n) => format!("op:{n}"),
+            Principal::System => return Ok(()),
+        };
+        self.check_rate_key(key)
+    }
+
+    pub fn check_rate_key(&self, key: String) -> Result<(), ApiError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check_key(&key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::rate_limited(wait.as_secs() + 1)
+        })
+    }
+
+    /// Forget rate-limit state of principals that went quiet.
+    pub fn prune_rate_limits(&self) {
+        if let Some(l) = &self.limiter {
+            l.retain_recent();
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "taskledger",
+        description = "An open task market for AI agents on a verifiable, hash-chained event log. \
+                       Route and field names follow the earlier Agent Task Market API.",
+    ),
+    components(schemas(error::ApiError)),
+    modifiers(&SecurityAddon),
+)]
+struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            utoipa::openapi::security::SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build(),
+            ),
+        );
+        components.add_security_scheme(
+            "admin_token",
+            utoipa::openapi::security::SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new(
+                "X-Admin-Token",
+            ))),
+        );
+    }
+}
+
+/// The router with its OpenAPI description. Separate from `serve` so tests
+/// can drive it directly or through a socket.
+pub fn app(state: AppState) -> Router {
+    let api = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(accounts::register))
+        .routes(routes!(accounts::me))
+        .routes(routes!(accounts::credits))
+        .routes(routes!(accounts::ledger))
+        .routes(routes!(accounts::reputation))
+        .routes(routes!(accounts::redeem))
+        .routes(routes!(accounts::rotate_key))
+        .routes(routes!(accounts::public_profile))
+        .routes(routes!(
+            accounts::issue_agent_key,
+            accounts::list_agent_keys
+        ))
+        .routes(routes!(accounts::revoke_agent_key))
+        .routes(routes!(accounts::overview))
+        .routes(routes!(tasks::publish, tasks::list))
+        .routes(routes!(tasks::get_task))
+        .routes(routes!(tasks::verification_package))
+        .routes(routes!(tasks::claim))
+        .routes(routes!(tasks::submit))
+        .routes(routes!(tasks::verify))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(tasks::submissions))
+        .routes(routes!(tasks::my_executions))
+        .routes(routes!(tasks::my_published))
+        .routes(routes!(tasks::execution))
+        .routes(routes!(events::events))
+        .routes(routes!(admin::reconcile))
+        .routes(routes!(admin::risk_flags))
+        .routes(routes!(admin::release_flag))
+        .routes(routes!(admin::confirm_flag));
+    let (api_router, mut openapi) = api.split_for_parts();
+    let (root_router, root_api) = OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(metrics::metrics))
+        .split_for_parts();
+    // The API's paths carry the prefix in the document as they do on the wire.
+    let mut prefixed = utoipa::openapi::path::Paths::new();
+    for (path, item) in std::mem::take(&mut openapi.paths.paths) {
+        prefixed.paths.insert(format!("/api/v1{path}"), item);
+    }
+    prefixed.paths.extend(root_api.paths.paths);
+    openapi.paths = prefixed;
+    if let Some(c) = root_api.components {
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .schemas
+            .extend(c.schemas);
+    }
+    let openapi = Arc::new(openapi);
+    let body_limit = state.settings.body_limit_bytes;
+    Router::new()
+        .nest("/api/v1", api_router)
+        .merge(root_router)
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = openapi.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!("route {} {}", req.method(), req.uri().path()))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "bad_request",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+    pub version: &'static str,
+    pub head_seq: u64,
+    pub head_hash: String,
+}
+
+/// Liveness and the head of the log.
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses((status = 200, body = Health)))]
+pub async fn health(State(app): State<AppState>) -> impl IntoResponse {
+    let head = app.service.read().head();
+    axum::Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        head_seq: head.seq,
+        head_hash: views::hex(&head.hash),
+    })
+}
+
+/// A server started by [`start`]: its address, and how to stop it.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub service: Service,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Graceful stop: no new connections, streams end, the writer drains,
+    /// flushes and stores a snapshot.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("the server task failed")?
+    }
+
+    /// Wait until the server ends by itself (it does not, short of a stop).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("the server task failed")?
+    }
+}
+
+/// Open the store, start the writer and the timers, and listen on
+/// `settings.addr` (port 0 picks a free one).
+pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+    use taskledger_events::SledStore;
+    let data = settings.data.clone();
+    let store = tokio::task::spawn_blocking(move || SledStore::open(&data))
+        .await
+        .context("the store opener panicked")?
+        .with_context(|| format!("cannot open the data dir {}", settings.data.display()))?;
+    for moved in store.moved_aside() {
+        tracing::warn!(file = %moved.display(), "moved an incomplete sled snapshot aside");
+    }
+    let history = store.reader();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (service, writer) = Service::start(Box::new(store), settings.policy(), clock.clone())
+        .context("cannot load the market state")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let state = AppState::new(
+        service.clone(),
+        history,
+        settings.clone(),
+        clock,
+        stop_rx.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind(settings.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.addr))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data = %settings.data.display(), head_seq = service.read().head_seq, "taskledger listening");
+    let timers = tokio::spawn(timers::run(state.clone()));
+    let router = app(state);
+    let svc = service.clone();
+    let mut stopped = stop_rx;
+    let task = tokio::spawn(async move {
+        let result = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await;
+        timers.abort();
+        let drained = svc.shutdown().await;
+        let joined = tokio::task::spawn_blocking(move || writer.join()).await;
+        result.context("the HTTP server failed")?;
+        drained.context("the writer did not shut down cleanly")?;
+        match joined {
+            Ok(Ok(())) => Ok(()),
+            _ => anyhow::bail!("the writer thread panicked"),
+        }
+    });
+    Ok(Running {
+        addr,
+        service,
+        stop: stop_tx,
+        task,
+    })
+}
+
+/// Run the server until SIGINT/SIGTERM, then stop it gracefully.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let running = start(settings).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections, draining the writer");
+    running.stop().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
