@@ -7,6 +7,7 @@
 //! - [`writer`]: the single writer with group commit.
 //! - [`service`]: start-up (snapshot + tail replay) and the handle callers use.
 //! - [`http`]: the REST API, SSE, metrics and timers (`taskledger serve`).
+//! - [`mcp`]: the MCP tools over stdio and Streamable HTTP (rmcp).
 //! - [`audit`]: offline replay of a data dir or an export: chain, rules, conservation.
 
 #![deny(clippy::unwrap_used)]
@@ -18,5 +19,6 @@ pub mod commands;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod mcp;
 pub mod service;
 pub mod writer;

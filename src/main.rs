@@ -25,6 +25,19 @@ struct Cli {
 enum Cmd {
     /// Run the market: REST API, SSE, metrics and timers over an embedded sled log.
     Serve(taskledger::http::settings::Settings),
+    /// Serve the MCP tools on stdio as a client of a market's REST API.
+    Mcp {
+        /// The market's REST API.
+        #[arg(
+            long,
+            env = "MARKET_API_URL",
+            default_value = "http://127.0.0.1:8080/api/v1"
+        )]
+        api_url: String,
+        /// Your owner or agent key.
+        #[arg(long, env = "MARKET_API_KEY", hide_env_values = true)]
+        api_key: String,
+    },
     /// Replay a log: chain, every rule, conservation. Exit 1 on any failure.
     Audit {
         #[arg(long, conflicts_with = "file", required_unless_present = "file")]
@@ -89,6 +102,13 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 .enable_all()
                 .build()?;
             runtime.block_on(taskledger::http::serve(settings))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Mcp { api_url, api_key } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(taskledger::mcp::serve_stdio(&api_url, api_key))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Audit { data, file, json } => {

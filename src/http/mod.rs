@@ -59,6 +59,10 @@ pub struct Inner {
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     pub sse_clients: AtomicUsize,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Ends every MCP stream at shutdown.
+    pub mcp_cancel: tokio_util::sync::CancellationToken,
+    pub mcp_sessions:
+        Arc<rmcp::transport::streamable_http_server::session::local::LocalSessionManager>,
 }
 
 impl std::ops::Deref for AppState {
@@ -76,6 +80,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
+        let settings_mcp = settings.clone();
         let limiter = NonZeroU32::new(settings.rate_limit_per_min)
             .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
         AppState(Arc::new(Inner {
@@ -87,6 +92,8 @@ impl AppState {
             limiter,
             sse_clients: AtomicUsize::new(0),
             shutdown,
+            mcp_cancel: tokio_util::sync::CancellationToken::new(),
+            mcp_sessions: Arc::new(mcp_session_manager(&settings_mcp)),
         }))
     }
 
@@ -121,6 +128,17 @@ impl AppState {
             l.retain_recent();
         }
     }
+}
+
+fn mcp_session_manager(
+    settings: &Settings,
+) -> rmcp::transport::streamable_http_server::session::local::LocalSessionManager {
+    let mut m =
+        rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default();
+    m.session_config.keep_alive = Some(std::time::Duration::from_secs(
+        settings.mcp_session_idle_secs.max(1),
+    ));
+    m
 }
 
 #[derive(OpenApi)]
@@ -211,7 +229,7 @@ pub fn app(state: AppState) -> Router {
     }
     let openapi = Arc::new(openapi);
     let body_limit = state.settings.body_limit_bytes;
-    Router::new()
+    let rest = Router::new()
         .nest("/api/v1", api_router)
         .merge(root_router)
         .route(
@@ -228,7 +246,88 @@ pub fn app(state: AppState) -> Router {
             metrics::track,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(
+                    tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::DEBUG),
+                )
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG),
+                ),
+        )
+        .with_state(state.clone());
+    let mcp = mcp_service(&state, rest.clone());
+    rest.nest_service(
+        "/mcp",
+        tower::ServiceBuilder::new()
+            .layer(axum::middleware::from_fn_with_state(state, mcp_gate))
+            .service(mcp),
+    )
+}
+
+type McpService = rmcp::transport::streamable_http_server::StreamableHttpService<
+    crate::mcp::MarketMcp,
+    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+>;
+
+/// The MCP tools over Streamable HTTP, calling `rest` in-process.
+fn mcp_service(state: &AppState, rest: Router) -> McpService {
+    use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
+    let backend = crate::mcp::backend::Backend::Local(rest);
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(state.settings.mcp_allowed_hosts.clone())
+        .with_max_request_body_bytes(state.settings.body_limit_bytes)
+        .with_cancellation_token(state.mcp_cancel.child_token());
+    rmcp::transport::streamable_http_server::StreamableHttpService::new(
+        move || {
+            Ok(crate::mcp::MarketMcp::new(
+                backend.clone(),
+                crate::mcp::KeySource::Request,
+            ))
+        },
+        state.mcp_sessions.clone(),
+        config,
+    )
+}
+
+/// Before any MCP message is handled: the caller's key must be known, and
+/// a new session is refused while the session table is full.
+async fn mcp_gate(
+    State(app): State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    if let Err(e) = extract::authenticate(&parts, &app) {
+        return e.into_response();
+    }
+    let opens_session =
+        parts.method == axum::http::Method::POST && !parts.headers.contains_key("mcp-session-id");
+    let body = if opens_session {
+        let bytes = match axum::body::to_bytes(body, app.settings.body_limit_bytes).await {
+            Ok(b) => b,
+            Err(_) => {
+                return ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    "the request body is over the size limit",
+                )
+                .into_response();
+            }
+        };
+        let is_initialize = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .is_some_and(|v| v.get("method").and_then(|m| m.as_str()) == Some("initialize"));
+        if is_initialize
+            && app.mcp_sessions.sessions.read().await.len() >= app.settings.mcp_sessions_max
+        {
+            return ApiError::from(crate::error::DomainError::Overloaded).into_response();
+        }
+        axum::body::Body::from(bytes)
+    } else {
+        body
+    };
+    next.run(Request::from_parts(parts, body)).await
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -316,6 +415,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data = %settings.data.display(), head_seq = service.read().head_seq, "taskledger listening");
     let timers = tokio::spawn(timers::run(state.clone()));
+    let mcp_cancel = state.mcp_cancel.clone();
     let router = app(state);
     let svc = service.clone();
     let mut stopped = stop_rx;
@@ -326,6 +426,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         )
         .with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|s| *s).await;
+            mcp_cancel.cancel();
         })
         .await;
         timers.abort();

@@ -51,6 +51,20 @@ pub struct Settings {
     /// Seconds between SSE heartbeats.
     #[arg(long, env = "TASKLEDGER_SSE_HEARTBEAT_SECS", default_value_t = 15)]
     pub sse_heartbeat_secs: u64,
+    /// `Host` values `/mcp` accepts (DNS-rebinding protection), comma-separated.
+    #[arg(
+        long,
+        env = "TASKLEDGER_MCP_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,::1"
+    )]
+    pub mcp_allowed_hosts: Vec<String>,
+    /// Concurrent MCP sessions (protocol 2025-11-25) at most.
+    #[arg(long, env = "TASKLEDGER_MCP_SESSIONS_MAX", default_value_t = 1000)]
+    pub mcp_sessions_max: usize,
+    /// An MCP session idle this long is closed.
+    #[arg(long, env = "TASKLEDGER_MCP_SESSION_IDLE_SECS", default_value_t = 300)]
+    pub mcp_session_idle_secs: u64,
 }
 
 impl Default for Settings {
@@ -68,6 +82,9 @@ impl Default for Settings {
             timer_tick_ms: 1000,
             sse_clients_max: 10_000,
             sse_heartbeat_secs: 15,
+            mcp_allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            mcp_sessions_max: 1000,
+            mcp_session_idle_secs: 300,
         }
     }
 }

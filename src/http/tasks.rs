@@ -274,6 +274,8 @@ pub struct TaskQuery {
     /// Only tasks of this type.
     #[serde(rename = "type")]
     pub task_type: Option<String>,
+    /// `true`: only tasks the calling agent key could claim now.
+    pub claimable: Option<bool>,
     /// 1-100, default 50.
     pub limit: Option<u32>,
     pub offset: Option<u64>,
@@ -326,6 +328,9 @@ pub async fn list(
             q.task_type
                 .as_ref()
                 .is_none_or(|ty| &t.spec.task_type == ty)
+        })
+        .filter(|t| {
+            q.claimable != Some(true) || views::claimability(&state, &caller.0, t, now).claimable
         })
         .collect();
     hits.sort_unstable_by_key(|t| std::cmp::Reverse(t.published_seq));
