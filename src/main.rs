@@ -1,6 +1,11 @@
 //! The `taskledger` command line: serve, audit, export, rebuild and demo.
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc: the service allocates many small, short-lived buffers (JSON,
+/// records); measured faster here than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use taskledger::audit;

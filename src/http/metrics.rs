@@ -27,6 +27,7 @@ pub struct HttpMetrics {
     commands_total: IntGauge,
     records_total: IntGauge,
     batches_total: IntGauge,
+    append_seconds: Gauge,
     commands_per_second: Gauge,
     queue_depth: IntGauge,
     batch_records: IntGaugeVec,
@@ -66,6 +67,10 @@ impl HttpMetrics {
         let commands_total = gauge("taskledger_commands_total", "Commands the writer took");
         let records_total = gauge("taskledger_records_total", "Records the writer appended");
         let batches_total = gauge("taskledger_batches_total", "Group-commit batches flushed");
+        let append_seconds = must(Gauge::new(
+            "taskledger_append_seconds_total",
+            "Time the writer spent appending and flushing batches",
+        ));
         let commands_per_second = must(Gauge::new(
             "taskledger_commands_per_second",
             "Commands per second since the previous scrape",
@@ -98,6 +103,7 @@ impl HttpMetrics {
             Box::new(commands_total.clone()),
             Box::new(records_total.clone()),
             Box::new(batches_total.clone()),
+            Box::new(append_seconds.clone()),
             Box::new(commands_per_second.clone()),
             Box::new(queue_depth.clone()),
             Box::new(batch_records.clone()),
@@ -116,6 +122,7 @@ impl HttpMetrics {
             commands_total,
             records_total,
             batches_total,
+            append_seconds,
             commands_per_second,
             queue_depth,
             batch_records,
@@ -167,6 +174,8 @@ pub async fn metrics(State(app): State<AppState>, _op: Operator) -> ApiResult<Re
         .set(w.records.load(Ordering::Relaxed) as i64);
     m.batches_total
         .set(w.batches.load(Ordering::Relaxed) as i64);
+    m.append_seconds
+        .set(w.append_micros.load(Ordering::Relaxed) as f64 / 1e6);
     for (le, count) in w.batch_sizes() {
         m.batch_records.with_label_values(&[&le]).set(count as i64);
     }

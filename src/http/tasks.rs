@@ -197,10 +197,7 @@ impl PublishBody {
                 hidden_rubric,
             },
         };
-        if !errors.is_empty() {
-            return Err(crate::error::DomainError::Validation(errors).into());
-        }
-        Ok(TaskSpec {
+        let spec = TaskSpec {
             title: self.title,
             description: self.description,
             task_type: self.task_type,
@@ -212,7 +209,26 @@ impl PublishBody {
             tags: self.tags.unwrap_or_default(),
             min_reputation,
             verification,
-        })
+        };
+        if !errors.is_empty() {
+            // Name every bad field at once: add what the spec rules say,
+            // checked without the deadline (its rule needs the writer's clock).
+            let probe = TaskSpec {
+                deadline_ms: None,
+                ..spec
+            };
+            if let Err(crate::error::DomainError::Validation(more)) =
+                crate::commands::validate_spec(&probe, 0)
+            {
+                for f in more {
+                    if !errors.iter().any(|e| e.field.starts_with(&f.field)) {
+                        errors.push(f);
+                    }
+                }
+            }
+            return Err(crate::error::DomainError::Validation(errors).into());
+        }
+        Ok(spec)
     }
 }
 
