@@ -40,4 +40,4 @@ pub use ids::*;
 pub use mem_store::MemStore;
 pub use record::{ChainVerifier, Head, RawRecord, Record, RecordError, hex, seal};
 pub use sled_store::{SledReader, SledStore};
-pub use store::{LogStore, RangeIter, StoreError, Tail};
+pub use store::{LogStore, RangeIter, StoreError, Tail, decode_stored};

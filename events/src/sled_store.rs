@@ -20,9 +20,10 @@
 //! create, or keep writing after a failed write or flush (it poisons itself).
 
 use crate::faulty_store::Tamper;
-use crate::record::{DOMAIN_TAG, Head};
+use crate::record::{DOMAIN_TAG, Head, Record};
 use crate::store::{
-    LogStore, StoreError, TAIL_VERIFY_RECORDS, Tail, Visit, admit_batch, key_seq, verify_tail,
+    LogStore, StoreError, TAIL_VERIFY_RECORDS, Tail, Visit, admit_batch, decode_stored, key_seq,
+    verify_tail,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -178,6 +179,10 @@ impl LogStore for SledStore {
         scan_tree(&self.log, self.tail.head.seq, from, to, visit)
     }
 
+    fn record(&self, seq: u64) -> Result<Option<Record>, StoreError> {
+        get_record(&self.log, self.tail.head.seq, seq)
+    }
+
     fn flush(&mut self) -> Result<(), StoreError> {
         self.usable()?;
         self.flush_db()
@@ -256,6 +261,22 @@ impl SledReader {
     /// As [`LogStore::scan`], bounded by the acknowledged head.
     pub fn scan(&self, from: u64, to: u64, visit: &mut Visit<'_>) -> Result<(), StoreError> {
         scan_tree(&self.log, self.head().seq, from, to, visit)
+    }
+
+    /// As [`LogStore::record`], bounded by the acknowledged head: one point
+    /// read, its hash checked, decoded.
+    pub fn record(&self, seq: u64) -> Result<Option<Record>, StoreError> {
+        get_record(&self.log, self.head().seq, seq)
+    }
+}
+
+fn get_record(log: &sled::Tree, head_seq: u64, seq: u64) -> Result<Option<Record>, StoreError> {
+    if seq == 0 || seq > head_seq {
+        return Ok(None);
+    }
+    match log.get(seq.to_be_bytes())? {
+        Some(bytes) => decode_stored(seq, &bytes).map(Some),
+        None => Err(StoreError::corrupt(seq, "record missing from the log")),
     }
 }
 

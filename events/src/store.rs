@@ -23,7 +23,7 @@
 //!   bad seq, never silently used.
 
 use crate::codec::EVENT_BYTES_MAX;
-use crate::record::{ChainVerifier, HEADER_BYTES, Head, RawRecord};
+use crate::record::{ChainVerifier, HEADER_BYTES, Head, RawRecord, Record};
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use thiserror::Error;
@@ -147,6 +147,23 @@ pub trait LogStore: Send {
     /// memory use does not grow with the range.
     fn scan(&self, from: u64, to: u64, visit: &mut Visit<'_>) -> Result<(), StoreError>;
 
+    /// The record at `seq`, read by key: its own hash checked and its event
+    /// decoded (its link to the records around it is the audit's business).
+    /// `None` for seq 0 and past the head. This is how readers get the texts
+    /// the projections leave in the log (a task's spec, a result, a verdict's
+    /// detail).
+    fn record(&self, seq: u64) -> Result<Option<Record>, StoreError> {
+        if seq == 0 || seq > self.head().seq {
+            return Ok(None);
+        }
+        let mut found = None;
+        self.scan(seq, seq, &mut |_, bytes| {
+            found = Some(decode_stored(seq, bytes));
+            ControlFlow::Break(())
+        })?;
+        found.transpose()
+    }
+
     /// Make everything written so far durable. `append` already flushes;
     /// this is for shutdown and for callers that want a barrier.
     fn flush(&mut self) -> Result<(), StoreError>;
@@ -177,6 +194,9 @@ impl<S: LogStore + ?Sized> LogStore for Box<S> {
     }
     fn scan(&self, from: u64, to: u64, visit: &mut Visit<'_>) -> Result<(), StoreError> {
         (**self).scan(from, to, visit)
+    }
+    fn record(&self, seq: u64) -> Result<Option<Record>, StoreError> {
+        (**self).record(seq)
     }
     fn flush(&mut self) -> Result<(), StoreError> {
         (**self).flush()
@@ -253,6 +273,23 @@ impl Iterator for RangeIter<'_> {
         }
         self.buffered.pop_front().map(Ok)
     }
+}
+
+/// Decode the stored bytes of the record at `seq` after checking that they
+/// are the record of that seq and hash correctly; anything else is
+/// [`StoreError::Corrupt`] at `seq`.
+pub fn decode_stored(seq: u64, bytes: &[u8]) -> Result<Record, StoreError> {
+    let raw = RawRecord::parse(bytes).map_err(|e| StoreError::corrupt(seq, e.to_string()))?;
+    if raw.seq != seq {
+        return Err(StoreError::corrupt(
+            seq,
+            format!("the record stored under seq {seq} says seq {}", raw.seq),
+        ));
+    }
+    raw.verify_hash()
+        .map_err(|e| StoreError::corrupt(seq, e.to_string()))?;
+    raw.decode()
+        .map_err(|e| StoreError::corrupt(seq, e.to_string()))
 }
 
 /// Check a batch before anything is written: contiguous seqs from
