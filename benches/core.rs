@@ -63,7 +63,7 @@ impl Sim {
         };
         for e in decide(&self.state, ctx, &c).expect("decides") {
             let (r, b) = record::seal(self.state.head(), 1_700_000_000_000, e).expect("seal");
-            self.state.apply(&r).expect("applies");
+            self.state.apply(r).expect("applies");
             if self.keep {
                 self.bytes.push(b);
             }

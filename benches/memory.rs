@@ -108,7 +108,7 @@ impl Sim {
             decide(&self.state, ctx, &c).unwrap_or_else(|e| panic!("{} refused: {e}", c.name()));
         for e in events {
             let (r, _bytes) = record::seal(self.state.head(), self.now_ms, e).expect("seal");
-            self.state.apply(&r).expect("applies");
+            self.state.apply(r).expect("applies");
             self.records += 1;
         }
     }
@@ -401,5 +401,75 @@ fn main() {
         "  heap with glibc chunk overhead (estimate): {chunk_bytes} bytes = {:.0} B/task",
         per(chunk_bytes)
     );
+    breakdown(&state, tasks);
     std::hint::black_box(&state);
+}
+
+/// Where the bytes are, by estimate from lengths, capacities and type sizes
+/// (map slots as hashbrown lays them out: a power of two of slots, each the
+/// entry plus one control byte).
+fn breakdown(state: &State, tasks: u64) {
+    use std::mem::size_of;
+    use taskledger_projections::{Execution, LedgerRow, ReputationRow, Task};
+    fn map_bytes<K, V>(m: &taskledger_projections::Map<K, V>) -> usize {
+        let slots = (m.capacity() * 8 / 7).next_power_of_two();
+        slots * (size_of::<(K, V)>() + 1)
+    }
+    let per = |b: usize| b as f64 / tasks as f64;
+    let texts: usize = state
+        .tasks
+        .values()
+        .map(|t| t.spec.title.len() + t.spec.task_type.len())
+        .sum();
+    let task_execs: usize = state
+        .tasks
+        .values()
+        .map(|t| t.executions.capacity() * size_of::<ExecutionId>())
+        .sum();
+    let ledger: usize = state
+        .owners
+        .values()
+        .map(|o| o.ledger.capacity() * size_of::<LedgerRow>())
+        .sum();
+    let ledger_rows: usize = state.owners.values().map(|o| o.ledger.len()).sum();
+    let published: usize = state
+        .owners
+        .values()
+        .map(|o| o.published.capacity() * size_of::<TaskId>())
+        .sum();
+    let history: usize = state
+        .agent_keys
+        .values()
+        .map(|k| k.history.capacity() * size_of::<ReputationRow>())
+        .sum();
+    let key_execs: usize = state
+        .agent_keys
+        .values()
+        .map(|k| k.executions.capacity() * size_of::<ExecutionId>())
+        .sum();
+    let rows = [
+        ("tasks map slots", map_bytes(&state.tasks)),
+        ("boxed tasks", state.tasks.len() * size_of::<Task>()),
+        ("task titles and types", texts),
+        ("task execution lists", task_execs),
+        ("executions map slots", map_bytes(&state.executions)),
+        (
+            "boxed executions",
+            state.executions.len() * size_of::<Execution>(),
+        ),
+        ("ledger rows (capacity)", ledger),
+        ("published lists", published),
+        ("reputation rows (capacity)", history),
+        ("agent key execution lists", key_execs),
+    ];
+    println!(
+        "  breakdown (estimate; Task {} B, Execution {} B, LedgerRow {} B, {:.2} ledger rows/task):",
+        size_of::<Task>(),
+        size_of::<Execution>(),
+        size_of::<LedgerRow>(),
+        ledger_rows as f64 / tasks as f64
+    );
+    for (what, bytes) in rows {
+        println!("    {what:<28} {:>6.0} B/task", per(bytes));
+    }
 }

@@ -115,7 +115,7 @@ pub fn audit_store(store: &dyn LogStore) -> Report {
     let scanned = store.scan(1, u64::MAX, &mut |_, b| {
         let seq = verifier.expected_seq();
         let step = verifier.next(b).map_err(|e| e.to_string());
-        match step.and_then(|r| state.apply(&r).map_err(|v| v.reason)) {
+        match step.and_then(|r| state.apply(r).map_err(|v| v.reason)) {
             Ok(()) => {
                 progress.tick(seq);
                 std::ops::ControlFlow::Continue(())
@@ -150,7 +150,7 @@ pub fn audit_file(path: &Path) -> Report {
         match r {
             Ok(rec) => {
                 let seq = rec.seq;
-                if let Err(v) = state.apply(&rec) {
+                if let Err(v) = state.apply(rec) {
                     failure = Some((v.seq, v.reason));
                     break;
                 }

@@ -281,7 +281,7 @@ impl Writer {
                 // behind: apply either completes or panics the writer.
                 let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
                 for r in &pending {
-                    if let Err(v) = view.apply(r) {
+                    if let Err(v) = view.apply_ref(r) {
                         // The working state accepted this record; the view
                         // must too. Stop rather than serve a wrong view.
                         panic!("read view rejected a record the writer applied: {v}");
@@ -319,7 +319,7 @@ impl Writer {
     ) -> Result<(), String> {
         for event in events {
             let (record, b) = seal(self.state.head(), now, event).map_err(|e| e.to_string())?;
-            self.state.apply(&record).map_err(|v| v.to_string())?;
+            self.state.apply_ref(&record).map_err(|v| v.to_string())?;
             bytes.push(b);
             pending.push(Arc::new(record));
         }
@@ -331,7 +331,7 @@ impl Writer {
     fn restore(&mut self, pending: &[Arc<Record>]) {
         let mut state = self.view.read().unwrap_or_else(|p| p.into_inner()).clone();
         for r in pending {
-            if let Err(v) = state.apply(r) {
+            if let Err(v) = state.apply_ref(r) {
                 panic!("restoring the working state failed: {v}");
             }
         }
