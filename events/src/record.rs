@@ -236,6 +236,21 @@ impl ChainVerifier {
         self.head.seq + 1
     }
 
+    /// Verify the next stored record without decoding its event: seq, link,
+    /// hash and time. For callers that decode elsewhere (the export audit
+    /// decodes on another thread); they must still decode every record and
+    /// treat a failure as a bad record at its seq.
+    pub fn verify<'b>(&mut self, bytes: &'b [u8]) -> Result<RawRecord<'b>, RecordError> {
+        let raw = RawRecord::parse(bytes)?;
+        self.check(&raw)?;
+        self.head = Head {
+            seq: raw.seq,
+            hash: raw.hash,
+        };
+        self.last_at_ms = raw.at_ms;
+        Ok(raw)
+    }
+
     /// Verify the next stored record and decode it.
     pub fn next(&mut self, bytes: &[u8]) -> Result<Record, RecordError> {
         let raw = RawRecord::parse(bytes)?;
