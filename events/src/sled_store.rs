@@ -20,10 +20,10 @@
 //! create, or keep writing after a failed write or flush (it poisons itself).
 
 use crate::faulty_store::Tamper;
-use crate::record::{DOMAIN_TAG, Head, Record};
+use crate::record::{DOMAIN_TAG, Head, Record, Sealed};
 use crate::store::{
-    LogStore, StoreError, TAIL_VERIFY_RECORDS, Tail, Visit, admit_batch, decode_stored, key_seq,
-    verify_tail,
+    LogStore, StoreError, TAIL_VERIFY_RECORDS, Tail, Visit, admit_batch, admit_sealed,
+    decode_stored, key_seq, verify_tail,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -143,6 +143,27 @@ impl SledStore {
         })
     }
 
+    /// Write an admitted batch: one `apply_batch`, one flush, then publish
+    /// the new tail to readers.
+    fn write_batch<'b>(
+        &mut self,
+        records: impl Iterator<Item = &'b [u8]>,
+        tail: Tail,
+    ) -> Result<Head, StoreError> {
+        let mut batch = sled::Batch::default();
+        for (seq, bytes) in (self.tail.head.seq + 1..).zip(records) {
+            batch.insert(&seq.to_be_bytes()[..], bytes);
+        }
+        self.stats.appends += 1;
+        self.stats.batches_applied += 1;
+        let result = self.log.apply_batch(batch);
+        self.guard("apply_batch", result)?;
+        self.flush_db()?;
+        self.tail = tail;
+        *self.acked.lock().unwrap_or_else(PoisonError::into_inner) = tail;
+        Ok(tail.head)
+    }
+
     fn flush_db(&mut self) -> Result<(), StoreError> {
         self.stats.flushes += 1;
         let result = self.db.flush();
@@ -157,18 +178,16 @@ impl LogStore for SledStore {
             return Ok(self.tail.head);
         }
         let tail = admit_batch(self.tail, records)?;
-        let mut batch = sled::Batch::default();
-        for (seq, bytes) in (self.tail.head.seq + 1..).zip(records) {
-            batch.insert(&seq.to_be_bytes()[..], bytes.as_slice());
+        self.write_batch(records.iter().map(Vec::as_slice), tail)
+    }
+
+    fn append_sealed(&mut self, records: &[Sealed]) -> Result<Head, StoreError> {
+        self.usable()?;
+        if records.is_empty() {
+            return Ok(self.tail.head);
         }
-        self.stats.appends += 1;
-        self.stats.batches_applied += 1;
-        let result = self.log.apply_batch(batch);
-        self.guard("apply_batch", result)?;
-        self.flush_db()?;
-        self.tail = tail;
-        *self.acked.lock().unwrap_or_else(PoisonError::into_inner) = tail;
-        Ok(tail.head)
+        let tail = admit_sealed(self.tail, records)?;
+        self.write_batch(records.iter().map(Sealed::bytes), tail)
     }
 
     fn tail(&self) -> Tail {

@@ -23,7 +23,7 @@
 //!   bad seq, never silently used.
 
 use crate::codec::EVENT_BYTES_MAX;
-use crate::record::{ChainVerifier, HEADER_BYTES, Head, RawRecord, Record};
+use crate::record::{ChainVerifier, HEADER_BYTES, Head, RawRecord, Record, Sealed};
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use thiserror::Error;
@@ -131,6 +131,16 @@ pub trait LogStore: Send {
     /// and flushes nothing and returns the head.
     fn append(&mut self, records: &[Vec<u8>]) -> Result<Head, StoreError>;
 
+    /// [`LogStore::append`] for records made by
+    /// [`crate::record::seal_record`]: the same contract and checks, except
+    /// that their hashes are known to be right and are not computed again
+    /// (the writer's path). The default hands their bytes to `append`;
+    /// [`crate::SledStore`] checks the chain fields only.
+    fn append_sealed(&mut self, records: &[Sealed]) -> Result<Head, StoreError> {
+        let bytes: Vec<Vec<u8>> = records.iter().map(|r| r.bytes().to_vec()).collect();
+        self.append(&bytes)
+    }
+
     /// The end of the log: head and the head record's `at_ms`.
     fn tail(&self) -> Tail;
 
@@ -188,6 +198,9 @@ pub trait LogStore: Send {
 impl<S: LogStore + ?Sized> LogStore for Box<S> {
     fn append(&mut self, records: &[Vec<u8>]) -> Result<Head, StoreError> {
         (**self).append(records)
+    }
+    fn append_sealed(&mut self, records: &[Sealed]) -> Result<Head, StoreError> {
+        (**self).append_sealed(records)
     }
     fn tail(&self) -> Tail {
         (**self).tail()
@@ -344,6 +357,54 @@ pub(crate) fn admit_batch(tail: Tail, records: &[Vec<u8>]) -> Result<Tail, Store
                 hash: raw.hash,
             },
             at_ms: raw.at_ms,
+        };
+    }
+    Ok(tail)
+}
+
+/// [`admit_batch`] for sealed records: the same checks, except the hash,
+/// which sealing computed over these very bytes.
+pub(crate) fn admit_sealed(tail: Tail, records: &[Sealed]) -> Result<Tail, StoreError> {
+    let mut tail = tail;
+    for r in records {
+        let expected = tail.head.seq + 1;
+        if r.bytes().len() > RECORD_BYTES_MAX {
+            return Err(StoreError::rejected(
+                expected,
+                format!(
+                    "record is {} bytes, above the {RECORD_BYTES_MAX}-byte limit",
+                    r.bytes().len()
+                ),
+            ));
+        }
+        if r.head().seq != expected {
+            return Err(StoreError::rejected(
+                expected,
+                format!(
+                    "batch is not contiguous after the head: found seq {}",
+                    r.head().seq
+                ),
+            ));
+        }
+        if r.prev() != tail.head.hash {
+            return Err(StoreError::rejected(
+                expected,
+                format!("prev does not match the hash of seq {}", tail.head.seq),
+            ));
+        }
+        if r.at_ms() < tail.at_ms {
+            return Err(StoreError::rejected(
+                expected,
+                format!(
+                    "time went backwards: {} ms after {} ms",
+                    r.at_ms(),
+                    tail.at_ms
+                ),
+            ));
+        }
+        tail = Tail {
+            head: r.head(),
+            at_ms: r.at_ms(),
         };
     }
     Ok(tail)

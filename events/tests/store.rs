@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{batch, fill, read_verified};
+use common::{batch, event, fill, read_verified};
 use proptest::prelude::*;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -110,6 +110,113 @@ fn refuses_bad_batches(store: &mut dyn LogStore) {
         assert_eq!(store.head(), head, "a refused batch wrote something");
     }
     assert_eq!(store.append(&good).unwrap().seq, 8);
+}
+
+/// Seal `count` records after `tail` for `append_sealed`.
+fn sealed_batch(tail: Tail, count: u64) -> Vec<Sealed> {
+    let mut head = tail.head;
+    (0..count)
+        .map(|i| {
+            let seq = head.seq + 1;
+            let (rec, sealed) =
+                seal_record(head, tail.at_ms.max(1_000) + seq + i / 2, event(seq)).unwrap();
+            head = rec.head();
+            sealed
+        })
+        .collect()
+}
+
+fn sealed_appends_check_the_chain(store: &mut dyn LogStore) {
+    // given sealed batches appended, then the log reads back as they were sealed
+    let mut written = Vec::new();
+    for size in [1u64, 9, 4] {
+        let b = sealed_batch(store.tail(), size);
+        assert_eq!(store.append_sealed(&b).unwrap(), b.last().unwrap().head());
+        written.extend(b.into_iter().map(Sealed::into_bytes));
+    }
+    assert_eq!(read_verified(&*store), written);
+    // and sealed bytes are the bytes `seal` makes, and hash correctly
+    for bytes in &written {
+        let raw = RawRecord::parse(bytes).unwrap();
+        raw.verify_hash().unwrap();
+        let (_, resealed) = seal(
+            Head {
+                seq: raw.seq - 1,
+                hash: raw.prev,
+            },
+            raw.at_ms,
+            raw.decode().unwrap().event,
+        )
+        .unwrap();
+        assert_eq!(&resealed, bytes);
+    }
+    // when a sealed batch does not continue the chain, it is refused whole
+    let head = store.head();
+    let good = sealed_batch(store.tail(), 3);
+    let late = Tail {
+        at_ms: store.tail().at_ms + 1_000_000,
+        ..store.tail()
+    };
+    let cases: Vec<(Vec<Sealed>, u64)> = vec![
+        (good[1..].to_vec(), head.seq + 1), // not at head + 1
+        (vec![good[0].clone(), good[2].clone()], head.seq + 2), // gap
+        (vec![good[0].clone(), good[0].clone()], head.seq + 2), // duplicate
+        (sealed_batch(Tail::EMPTY, 1), head.seq + 1), // another chain
+        (
+            sealed_batch(
+                Tail {
+                    head: Head {
+                        seq: head.seq,
+                        hash: [7; 32],
+                    },
+                    ..store.tail()
+                },
+                1,
+            ),
+            head.seq + 1,
+        ), // wrong prev
+        (
+            {
+                let mut b = sealed_batch(late, 1);
+                b.extend(sealed_batch(
+                    Tail {
+                        head: b[0].head(),
+                        at_ms: 1,
+                    },
+                    1,
+                ));
+                b
+            },
+            head.seq + 2,
+        ), // time goes backwards
+    ];
+    for (bad, seq) in cases {
+        let err = store.append_sealed(&bad).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Rejected { seq: s, .. } if s == seq),
+            "{err}"
+        );
+        assert_eq!(store.head(), head, "a refused batch wrote something");
+    }
+    // and the good batch still goes in
+    assert_eq!(store.append_sealed(&good).unwrap(), good[2].head());
+    assert!(store.append_sealed(&[]).is_ok());
+}
+
+#[test]
+fn sealed_batches_are_appended_after_the_same_chain_checks() {
+    sealed_appends_check_the_chain(&mut MemStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    let mut sled = SledStore::open(dir.path()).unwrap();
+    sealed_appends_check_the_chain(&mut sled);
+    // one apply_batch and one flush per non-empty sealed batch (3 + 1)
+    let stats = sled.stats();
+    assert_eq!((stats.batches_applied, stats.flushes), (4, 4));
+    let head = sled.head();
+    drop(sled);
+    let reopened = SledStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.head(), head);
+    assert_eq!(read_verified(&reopened).len(), 17);
 }
 
 #[test]
