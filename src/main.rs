@@ -152,6 +152,9 @@ fn rebuild(data: &std::path::Path) -> Result<ExitCode, Box<dyn std::error::Error
     let mut state = State::new();
     let mut same = true;
     match store.latest_snapshot()? {
+        Some((seq, bytes)) if !snapshot::is_current(&bytes) => println!(
+            "snapshot at seq {seq} is of an older state layout: not compared, replaced below"
+        ),
         Some((seq, bytes)) => {
             let stored = snapshot::decode(&bytes)?;
             replay_into(&store, &mut state, seq)?;

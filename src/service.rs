@@ -82,11 +82,23 @@ pub enum OpenError {
     Replay(String),
 }
 
-/// Load the newest snapshot (if it matches the log) and replay the tail.
+/// Load the newest snapshot (if it matches the log) and replay the tail. A
+/// snapshot of an older `State` layout is skipped: the state is replayed
+/// from genesis, and the writer stores a current snapshot later.
 pub fn load_state(store: &dyn LogStore) -> Result<(State, u64), OpenError> {
     let mut state = State::new();
     let mut snapshot_seq = 0;
-    if let Some((seq, bytes)) = store.latest_snapshot()? {
+    let latest = match store.latest_snapshot()? {
+        Some((seq, bytes)) if !snapshot::is_current(&bytes) => {
+            tracing::warn!(
+                seq,
+                "the stored snapshot is of an older state layout; replaying from genesis"
+            );
+            None
+        }
+        latest => latest,
+    };
+    if let Some((seq, bytes)) = latest {
         let s = snapshot::decode(&bytes).map_err(|e| OpenError::Snapshot {
             seq,
             reason: e.to_string(),
@@ -117,7 +129,7 @@ pub fn replay_into(store: &dyn LogStore, state: &mut State, to: u64) -> Result<(
         let step = verifier
             .next(b)
             .map_err(|e| format!("seq {}: {e}", verifier.expected_seq()));
-        match step.and_then(|r| state.apply(&r).map_err(|v| v.to_string())) {
+        match step.and_then(|r| state.apply(r).map_err(|v| v.to_string())) {
             Ok(()) => std::ops::ControlFlow::Continue(()),
             Err(e) => {
                 failure = Some(e);

@@ -18,7 +18,7 @@ use crate::commands::{Command, Ctx, Policy, decide};
 use crate::error::DomainError;
 use std::sync::{Arc, RwLock};
 use taskledger_events::store::LogStore;
-use taskledger_events::{Event, IdempotencyRecorded, Principal, Record, record::seal};
+use taskledger_events::{Event, IdempotencyRecorded, Principal, Record, Sealed, seal_record};
 use taskledger_projections::{State, snapshot};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -195,7 +195,7 @@ impl Writer {
         let durable_seq = self.state.head_seq;
         // Time never goes backwards, whatever the machine's clock does.
         let now = self.clock.now_ms().max(self.state.last_at_ms);
-        let mut bytes: Vec<Vec<u8>> = Vec::new();
+        let mut bytes: Vec<Sealed> = Vec::new();
         let mut pending: Vec<Arc<Record>> = Vec::new();
         // (reply, first index into `pending`, count) or an immediate answer.
         let mut answers: Vec<(Reply, Staged)> = Vec::with_capacity(batch.len());
@@ -259,7 +259,7 @@ impl Writer {
         }
         if !bytes.is_empty() {
             let started = std::time::Instant::now();
-            if let Err(e) = self.store.append(&bytes) {
+            if let Err(e) = self.store.append_sealed(&bytes) {
                 let why = format!("append of {} records failed: {e}", bytes.len());
                 tracing::error!(%why, "store failed; the writer stops taking commands");
                 self.poisoned = Some(why.clone());
@@ -281,7 +281,7 @@ impl Writer {
                 // behind: apply either completes or panics the writer.
                 let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
                 for r in &pending {
-                    if let Err(v) = view.apply(r) {
+                    if let Err(v) = view.apply_ref(r) {
                         // The working state accepted this record; the view
                         // must too. Stop rather than serve a wrong view.
                         panic!("read view rejected a record the writer applied: {v}");
@@ -314,12 +314,15 @@ impl Writer {
         &mut self,
         now: u64,
         events: Vec<Event>,
-        bytes: &mut Vec<Vec<u8>>,
+        bytes: &mut Vec<Sealed>,
         pending: &mut Vec<Arc<Record>>,
     ) -> Result<(), String> {
         for event in events {
-            let (record, b) = seal(self.state.head(), now, event).map_err(|e| e.to_string())?;
-            self.state.apply(&record).map_err(|v| v.to_string())?;
+            // Encoded and hashed once here; the store appends these bytes
+            // without hashing them again.
+            let (record, b) =
+                seal_record(self.state.head(), now, event).map_err(|e| e.to_string())?;
+            self.state.apply_ref(&record).map_err(|v| v.to_string())?;
             bytes.push(b);
             pending.push(Arc::new(record));
         }
@@ -331,7 +334,7 @@ impl Writer {
     fn restore(&mut self, pending: &[Arc<Record>]) {
         let mut state = self.view.read().unwrap_or_else(|p| p.into_inner()).clone();
         for r in pending {
-            if let Err(v) = state.apply(r) {
+            if let Err(v) = state.apply_ref(r) {
                 panic!("restoring the working state failed: {v}");
             }
         }

@@ -249,8 +249,11 @@ impl World {
         for event in events {
             self.check_event(&event);
             let (record, bytes) = seal(self.state.head(), self.now, event).expect("seals");
+            // The live state applies by reference, as the writer does;
+            // replays below apply by value, as audit and start-up do, so
+            // the two paths of `apply` are checked against each other.
             self.state
-                .apply(&record)
+                .apply_ref(&record)
                 .unwrap_or_else(|v| panic!("decide made an illegal event for {}: {v}", cmd.name()));
             let decoded = self
                 .verifier
@@ -617,11 +620,13 @@ fn register_cmd(account_id: AccountId, n: u128) -> Register {
     }
 }
 
+/// Apply by value (the path of audit, start-up and rebuild).
 fn replay(records: &[Record], mut state: State) -> State {
     for r in records {
+        let seq = r.seq;
         state
-            .apply(r)
-            .unwrap_or_else(|v| panic!("replay refused seq {}: {v}", r.seq));
+            .apply(r.clone())
+            .unwrap_or_else(|v| panic!("replay refused seq {seq}: {v}"));
     }
     state
 }

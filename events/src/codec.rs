@@ -40,6 +40,26 @@ pub fn encode_event(event: &Event) -> Result<Vec<u8>, CodecError> {
     Ok(bytes)
 }
 
+/// Encode an event to its canonical bytes at the end of `out` (the same
+/// bytes as [`encode_event`]); on error `out` is left as it was.
+pub fn encode_event_into(event: &Event, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let start = out.len();
+    let written = bincode::serde::encode_into_std_write(event, out, config());
+    let len = out.len() - start;
+    if let Err(e) = written {
+        out.truncate(start);
+        return Err(CodecError::Encode(e.to_string()));
+    }
+    if len > EVENT_BYTES_MAX {
+        out.truncate(start);
+        return Err(CodecError::TooLarge {
+            len,
+            max: EVENT_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
 /// Decode an event; the bytes must hold exactly one value.
 pub fn decode_event(bytes: &[u8]) -> Result<Event, CodecError> {
     if bytes.len() > EVENT_BYTES_MAX {

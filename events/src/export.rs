@@ -412,6 +412,30 @@ impl<R: Read> ExportRecords<R> {
         self.reader.footer().is_some()
     }
 
+    /// The next record's stored bytes, framed and chain-verified (seq,
+    /// link, hash, time) but not decoded, or `None` once the footer checked
+    /// out. For a caller that decodes elsewhere: it must decode every record
+    /// and report a failure as [`ExportFault::Record`] at that seq, as the
+    /// iterator does. After the first error this yields `None`.
+    pub fn next_verified_bytes(&mut self) -> Result<Option<&[u8]>, ExportError> {
+        if self.done {
+            return Ok(None);
+        }
+        let seq = self.reader.next_seq();
+        let step = match self.reader.next_raw() {
+            Ok(Some(bytes)) => match self.verifier.verify(bytes) {
+                Ok(_) => Ok(Some(bytes)),
+                Err(e) => Err(ExportError::bad(seq, ExportFault::Record(e))),
+            },
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        if !matches!(step, Ok(Some(_))) {
+            self.done = true;
+        }
+        step
+    }
+
     fn step(&mut self) -> Result<Option<Record>, ExportError> {
         let seq = self.reader.next_seq();
         match self.reader.next_raw()? {

@@ -38,6 +38,8 @@ pub use export::{ExportError, ExportFault, ExportReader, ExportRecords};
 pub use faulty_store::{FailedFlush, FaultyStore, Tamper};
 pub use ids::*;
 pub use mem_store::MemStore;
-pub use record::{ChainVerifier, Head, RawRecord, Record, RecordError, hex, seal};
+pub use record::{
+    ChainVerifier, Head, RawRecord, Record, RecordError, Sealed, hex, seal, seal_record,
+};
 pub use sled_store::{SledReader, SledStore};
-pub use store::{LogStore, RangeIter, StoreError, Tail};
+pub use store::{LogStore, RangeIter, StoreError, Tail, decode_stored};

@@ -112,16 +112,31 @@ pub fn record_hash(prev: &Hash, seq: u64, at_ms: u64, event_bytes: &[u8]) -> Has
 /// Seal an event onto the chain after `prev_head`: the new record and its
 /// stored bytes.
 pub fn seal(prev_head: Head, at_ms: u64, event: Event) -> Result<(Record, Vec<u8>), CodecError> {
-    let event_bytes = codec::encode_event(&event)?;
+    seal_record(prev_head, at_ms, event).map(|(record, sealed)| (record, sealed.bytes))
+}
+
+/// Seal an event onto the chain after `prev_head`: the new record and its
+/// [`Sealed`] bytes, which a store can append without hashing them again
+/// ([`crate::store::LogStore::append_sealed`]). The event is encoded once,
+/// straight into the record bytes after the header.
+pub fn seal_record(
+    prev_head: Head,
+    at_ms: u64,
+    event: Event,
+) -> Result<(Record, Sealed), CodecError> {
     let seq = prev_head.seq + 1;
-    let hash = record_hash(&prev_head.hash, seq, at_ms, &event_bytes);
-    let mut bytes = Vec::with_capacity(HEADER_BYTES + event_bytes.len());
+    let mut bytes = Vec::with_capacity(HEADER_BYTES + 64);
     bytes.extend_from_slice(&seq.to_le_bytes());
     bytes.extend_from_slice(&at_ms.to_le_bytes());
     bytes.extend_from_slice(&prev_head.hash);
-    bytes.extend_from_slice(&hash);
-    bytes.extend_from_slice(&(event_bytes.len() as u32).to_le_bytes());
-    bytes.extend_from_slice(&event_bytes);
+    bytes.extend_from_slice(&[0u8; 32]); // the hash, filled in below
+    bytes.extend_from_slice(&[0u8; 4]); // the event length, filled in below
+    codec::encode_event_into(&event, &mut bytes)?;
+    let event_len = bytes.len() - HEADER_BYTES;
+    // encode_event_into bounds the event by EVENT_BYTES_MAX, below u32::MAX.
+    bytes[80..84].copy_from_slice(&(event_len as u32).to_le_bytes());
+    let hash = record_hash(&prev_head.hash, seq, at_ms, &bytes[HEADER_BYTES..]);
+    bytes[48..80].copy_from_slice(&hash);
     let record = Record {
         seq,
         at_ms,
@@ -129,7 +144,50 @@ pub fn seal(prev_head: Head, at_ms: u64, event: Event) -> Result<(Record, Vec<u8
         hash,
         event,
     };
-    Ok((record, bytes))
+    let sealed = Sealed {
+        bytes,
+        prev: prev_head.hash,
+        head: record.head(),
+        at_ms,
+    };
+    Ok((record, sealed))
+}
+
+/// Stored record bytes made by [`seal_record`], with the envelope fields a
+/// store checks. Only sealing makes one and its bytes cannot be changed
+/// afterwards, so its hash is known to be right: a store appending it checks
+/// that it continues the chain (seq, prev, time) but need not hash it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    bytes: Vec<u8>,
+    prev: Hash,
+    head: Head,
+    at_ms: u64,
+}
+
+impl Sealed {
+    /// The stored bytes, exactly as [`seal`] returns them.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// `(seq, hash)` of this record.
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// The hash this record links to.
+    pub fn prev(&self) -> Hash {
+        self.prev
+    }
+
+    pub fn at_ms(&self) -> u64 {
+        self.at_ms
+    }
 }
 
 /// The envelope fields of stored record bytes, without decoding the event.
@@ -234,6 +292,21 @@ impl ChainVerifier {
     /// The seq the next record must have; errors are reported against it.
     pub fn expected_seq(&self) -> u64 {
         self.head.seq + 1
+    }
+
+    /// Verify the next stored record without decoding its event: seq, link,
+    /// hash and time. For callers that decode elsewhere (the export audit
+    /// decodes on another thread); they must still decode every record and
+    /// treat a failure as a bad record at its seq.
+    pub fn verify<'b>(&mut self, bytes: &'b [u8]) -> Result<RawRecord<'b>, RecordError> {
+        let raw = RawRecord::parse(bytes)?;
+        self.check(&raw)?;
+        self.head = Head {
+            seq: raw.seq,
+            hash: raw.hash,
+        };
+        self.last_at_ms = raw.at_ms;
+        Ok(raw)
     }
 
     /// Verify the next stored record and decode it.

@@ -20,9 +20,10 @@
 //! create, or keep writing after a failed write or flush (it poisons itself).
 
 use crate::faulty_store::Tamper;
-use crate::record::{DOMAIN_TAG, Head};
+use crate::record::{DOMAIN_TAG, Head, Record, Sealed};
 use crate::store::{
-    LogStore, StoreError, TAIL_VERIFY_RECORDS, Tail, Visit, admit_batch, key_seq, verify_tail,
+    LogStore, StoreError, TAIL_VERIFY_RECORDS, Tail, Visit, admit_batch, admit_sealed,
+    decode_stored, key_seq, verify_tail,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -142,6 +143,27 @@ impl SledStore {
         })
     }
 
+    /// Write an admitted batch: one `apply_batch`, one flush, then publish
+    /// the new tail to readers.
+    fn write_batch<'b>(
+        &mut self,
+        records: impl Iterator<Item = &'b [u8]>,
+        tail: Tail,
+    ) -> Result<Head, StoreError> {
+        let mut batch = sled::Batch::default();
+        for (seq, bytes) in (self.tail.head.seq + 1..).zip(records) {
+            batch.insert(&seq.to_be_bytes()[..], bytes);
+        }
+        self.stats.appends += 1;
+        self.stats.batches_applied += 1;
+        let result = self.log.apply_batch(batch);
+        self.guard("apply_batch", result)?;
+        self.flush_db()?;
+        self.tail = tail;
+        *self.acked.lock().unwrap_or_else(PoisonError::into_inner) = tail;
+        Ok(tail.head)
+    }
+
     fn flush_db(&mut self) -> Result<(), StoreError> {
         self.stats.flushes += 1;
         let result = self.db.flush();
@@ -156,18 +178,16 @@ impl LogStore for SledStore {
             return Ok(self.tail.head);
         }
         let tail = admit_batch(self.tail, records)?;
-        let mut batch = sled::Batch::default();
-        for (seq, bytes) in (self.tail.head.seq + 1..).zip(records) {
-            batch.insert(&seq.to_be_bytes()[..], bytes.as_slice());
+        self.write_batch(records.iter().map(Vec::as_slice), tail)
+    }
+
+    fn append_sealed(&mut self, records: &[Sealed]) -> Result<Head, StoreError> {
+        self.usable()?;
+        if records.is_empty() {
+            return Ok(self.tail.head);
         }
-        self.stats.appends += 1;
-        self.stats.batches_applied += 1;
-        let result = self.log.apply_batch(batch);
-        self.guard("apply_batch", result)?;
-        self.flush_db()?;
-        self.tail = tail;
-        *self.acked.lock().unwrap_or_else(PoisonError::into_inner) = tail;
-        Ok(tail.head)
+        let tail = admit_sealed(self.tail, records)?;
+        self.write_batch(records.iter().map(Sealed::bytes), tail)
     }
 
     fn tail(&self) -> Tail {
@@ -176,6 +196,10 @@ impl LogStore for SledStore {
 
     fn scan(&self, from: u64, to: u64, visit: &mut Visit<'_>) -> Result<(), StoreError> {
         scan_tree(&self.log, self.tail.head.seq, from, to, visit)
+    }
+
+    fn record(&self, seq: u64) -> Result<Option<Record>, StoreError> {
+        get_record(&self.log, self.tail.head.seq, seq)
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
@@ -256,6 +280,22 @@ impl SledReader {
     /// As [`LogStore::scan`], bounded by the acknowledged head.
     pub fn scan(&self, from: u64, to: u64, visit: &mut Visit<'_>) -> Result<(), StoreError> {
         scan_tree(&self.log, self.head().seq, from, to, visit)
+    }
+
+    /// As [`LogStore::record`], bounded by the acknowledged head: one point
+    /// read, its hash checked, decoded.
+    pub fn record(&self, seq: u64) -> Result<Option<Record>, StoreError> {
+        get_record(&self.log, self.head().seq, seq)
+    }
+}
+
+fn get_record(log: &sled::Tree, head_seq: u64, seq: u64) -> Result<Option<Record>, StoreError> {
+    if seq == 0 || seq > head_seq {
+        return Ok(None);
+    }
+    match log.get(seq.to_be_bytes())? {
+        Some(bytes) => decode_stored(seq, &bytes).map(Some),
+        None => Err(StoreError::corrupt(seq, "record missing from the log")),
     }
 }
 

@@ -23,7 +23,7 @@
 //!   bad seq, never silently used.
 
 use crate::codec::EVENT_BYTES_MAX;
-use crate::record::{ChainVerifier, HEADER_BYTES, Head, RawRecord};
+use crate::record::{ChainVerifier, HEADER_BYTES, Head, RawRecord, Record, Sealed};
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use thiserror::Error;
@@ -131,6 +131,16 @@ pub trait LogStore: Send {
     /// and flushes nothing and returns the head.
     fn append(&mut self, records: &[Vec<u8>]) -> Result<Head, StoreError>;
 
+    /// [`LogStore::append`] for records made by
+    /// [`crate::record::seal_record`]: the same contract and checks, except
+    /// that their hashes are known to be right and are not computed again
+    /// (the writer's path). The default hands their bytes to `append`;
+    /// [`crate::SledStore`] checks the chain fields only.
+    fn append_sealed(&mut self, records: &[Sealed]) -> Result<Head, StoreError> {
+        let bytes: Vec<Vec<u8>> = records.iter().map(|r| r.bytes().to_vec()).collect();
+        self.append(&bytes)
+    }
+
     /// The end of the log: head and the head record's `at_ms`.
     fn tail(&self) -> Tail;
 
@@ -146,6 +156,23 @@ pub trait LogStore: Send {
     /// them is the reader's job ([`crate::record::ChainVerifier`]). Streams:
     /// memory use does not grow with the range.
     fn scan(&self, from: u64, to: u64, visit: &mut Visit<'_>) -> Result<(), StoreError>;
+
+    /// The record at `seq`, read by key: its own hash checked and its event
+    /// decoded (its link to the records around it is the audit's business).
+    /// `None` for seq 0 and past the head. This is how readers get the texts
+    /// the projections leave in the log (a task's spec, a result, a verdict's
+    /// detail).
+    fn record(&self, seq: u64) -> Result<Option<Record>, StoreError> {
+        if seq == 0 || seq > self.head().seq {
+            return Ok(None);
+        }
+        let mut found = None;
+        self.scan(seq, seq, &mut |_, bytes| {
+            found = Some(decode_stored(seq, bytes));
+            ControlFlow::Break(())
+        })?;
+        found.transpose()
+    }
 
     /// Make everything written so far durable. `append` already flushes;
     /// this is for shutdown and for callers that want a barrier.
@@ -172,11 +199,17 @@ impl<S: LogStore + ?Sized> LogStore for Box<S> {
     fn append(&mut self, records: &[Vec<u8>]) -> Result<Head, StoreError> {
         (**self).append(records)
     }
+    fn append_sealed(&mut self, records: &[Sealed]) -> Result<Head, StoreError> {
+        (**self).append_sealed(records)
+    }
     fn tail(&self) -> Tail {
         (**self).tail()
     }
     fn scan(&self, from: u64, to: u64, visit: &mut Visit<'_>) -> Result<(), StoreError> {
         (**self).scan(from, to, visit)
+    }
+    fn record(&self, seq: u64) -> Result<Option<Record>, StoreError> {
+        (**self).record(seq)
     }
     fn flush(&mut self) -> Result<(), StoreError> {
         (**self).flush()
@@ -255,6 +288,23 @@ impl Iterator for RangeIter<'_> {
     }
 }
 
+/// Decode the stored bytes of the record at `seq` after checking that they
+/// are the record of that seq and hash correctly; anything else is
+/// [`StoreError::Corrupt`] at `seq`.
+pub fn decode_stored(seq: u64, bytes: &[u8]) -> Result<Record, StoreError> {
+    let raw = RawRecord::parse(bytes).map_err(|e| StoreError::corrupt(seq, e.to_string()))?;
+    if raw.seq != seq {
+        return Err(StoreError::corrupt(
+            seq,
+            format!("the record stored under seq {seq} says seq {}", raw.seq),
+        ));
+    }
+    raw.verify_hash()
+        .map_err(|e| StoreError::corrupt(seq, e.to_string()))?;
+    raw.decode()
+        .map_err(|e| StoreError::corrupt(seq, e.to_string()))
+}
+
 /// Check a batch before anything is written: contiguous seqs from
 /// `tail.head.seq + 1`, each linked to the previous hash, hashing correctly,
 /// not going back in time and within [`RECORD_BYTES_MAX`]. The event bytes
@@ -307,6 +357,54 @@ pub(crate) fn admit_batch(tail: Tail, records: &[Vec<u8>]) -> Result<Tail, Store
                 hash: raw.hash,
             },
             at_ms: raw.at_ms,
+        };
+    }
+    Ok(tail)
+}
+
+/// [`admit_batch`] for sealed records: the same checks, except the hash,
+/// which sealing computed over these very bytes.
+pub(crate) fn admit_sealed(tail: Tail, records: &[Sealed]) -> Result<Tail, StoreError> {
+    let mut tail = tail;
+    for r in records {
+        let expected = tail.head.seq + 1;
+        if r.bytes().len() > RECORD_BYTES_MAX {
+            return Err(StoreError::rejected(
+                expected,
+                format!(
+                    "record is {} bytes, above the {RECORD_BYTES_MAX}-byte limit",
+                    r.bytes().len()
+                ),
+            ));
+        }
+        if r.head().seq != expected {
+            return Err(StoreError::rejected(
+                expected,
+                format!(
+                    "batch is not contiguous after the head: found seq {}",
+                    r.head().seq
+                ),
+            ));
+        }
+        if r.prev() != tail.head.hash {
+            return Err(StoreError::rejected(
+                expected,
+                format!("prev does not match the hash of seq {}", tail.head.seq),
+            ));
+        }
+        if r.at_ms() < tail.at_ms {
+            return Err(StoreError::rejected(
+                expected,
+                format!(
+                    "time went backwards: {} ms after {} ms",
+                    r.at_ms(),
+                    tail.at_ms
+                ),
+            ));
+        }
+        tail = Tail {
+            head: r.head(),
+            at_ms: r.at_ms(),
         };
     }
     Ok(tail)

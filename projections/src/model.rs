@@ -1,12 +1,23 @@
 //! The projected entities: owners and their wallets, agent keys, tasks,
 //! executions, risk flags, and the credit-ledger rows. Plain data with
 //! derived accessors; the rules that change them live in `state`.
+//!
+//! Compact by design: the projection keeps what the rules, the lists and
+//! the counters need, and leaves large texts in the log. A task keeps a
+//! [`SpecSummary`] and the seq of the record that published it; an
+//! execution keeps the hash and seq of its submission and the outcome and
+//! seq of its verdict. Whoever needs the full text (a task's description,
+//! tests or rubric, a result, a verdict's feedback and detail) reads that
+//! record from the log by seq and takes the text from it with
+//! [`Task::spec_from`], [`Execution::submission_from`] or
+//! [`Execution::verdict_from`]. Pure: no I/O here; the caller reads.
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use taskledger_events::{
-    AccountId, AccountKind, AgentKeyId, CreditClass, ExecutionId, FlagId, Hash, Principal, Reason,
-    RiskKind, TaskId, TaskSpec, VerifierKind,
+    AccountId, AccountKind, AgentKeyId, CreditClass, Event, ExecutionId, FlagId, Hash, Principal,
+    Reason, Record, ResultSubmitted, RiskKind, TaskId, TaskSpec, TestLanguage, VerdictRecorded,
+    Verification, VerifierKind,
 };
 
 /// A map keyed by random UUIDs: Fx hashing is fast and, with random keys,
@@ -160,11 +171,109 @@ impl TaskStatus {
     }
 }
 
+/// How a task is verified, without the texts (rule values, tests, rubric):
+/// what the rules and the one-line summary need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VerificationSummary {
+    Manual,
+    /// How many rules, and how many of them are hidden.
+    AutoRules {
+        rules: u16,
+        hidden_rules: u16,
+    },
+    AutoTests {
+        language: TestLanguage,
+        hidden_tests: bool,
+    },
+    /// `pass_threshold` in hundredths.
+    AutoLlm {
+        pass_threshold: u16,
+        hidden_rubric: bool,
+    },
+}
+
+impl VerificationSummary {
+    pub fn of(v: &Verification) -> Self {
+        match v {
+            Verification::Manual => VerificationSummary::Manual,
+            Verification::AutoRules { rules } => VerificationSummary::AutoRules {
+                rules: u16::try_from(rules.len()).unwrap_or(u16::MAX),
+                hidden_rules: u16::try_from(rules.iter().filter(|r| r.hidden).count())
+                    .unwrap_or(u16::MAX),
+            },
+            Verification::AutoTests {
+                language,
+                hidden_tests,
+                ..
+            } => VerificationSummary::AutoTests {
+                language: *language,
+                hidden_tests: hidden_tests.is_some(),
+            },
+            Verification::AutoLlm {
+                pass_threshold,
+                hidden_rubric,
+                ..
+            } => VerificationSummary::AutoLlm {
+                pass_threshold: *pass_threshold,
+                hidden_rubric: hidden_rubric.is_some(),
+            },
+        }
+    }
+
+    pub fn is_manual(&self) -> bool {
+        matches!(self, VerificationSummary::Manual)
+    }
+}
+
+/// What the projection keeps of a [`TaskSpec`]. The rest (description,
+/// requirements, input data, tags, rule values, tests, rubric) is in the
+/// record at [`Task::published_seq`]: see [`Task::spec_from`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecSummary {
+    pub title: Box<str>,
+    pub task_type: Box<str>,
+    pub reward: u64,
+    pub deadline_ms: Option<u64>,
+    pub max_executors: u8,
+    /// Hundredths, 0..=1000.
+    pub min_reputation: u16,
+    pub verification: VerificationSummary,
+}
+
+impl SpecSummary {
+    /// The summary of a spec, taking its title and type.
+    pub fn take(spec: TaskSpec) -> Self {
+        SpecSummary {
+            verification: VerificationSummary::of(&spec.verification),
+            title: spec.title.into_boxed_str(),
+            task_type: spec.task_type.into_boxed_str(),
+            reward: spec.reward,
+            deadline_ms: spec.deadline_ms,
+            max_executors: spec.max_executors,
+            min_reputation: spec.min_reputation,
+        }
+    }
+
+    /// The summary of a spec someone else keeps.
+    pub fn of(spec: &TaskSpec) -> Self {
+        SpecSummary {
+            verification: VerificationSummary::of(&spec.verification),
+            title: spec.title.as_str().into(),
+            task_type: spec.task_type.as_str().into(),
+            reward: spec.reward,
+            deadline_ms: spec.deadline_ms,
+            max_executors: spec.max_executors,
+            min_reputation: spec.min_reputation,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     pub id: TaskId,
     pub publisher_id: AccountId,
-    pub spec: TaskSpec,
+    pub spec: SpecSummary,
+    /// The record that published the task: it holds the full spec.
     pub published_seq: u64,
     pub published_at_ms: u64,
     /// The escrow, by class. Equals the reward until the task settles, then 0.
@@ -173,6 +282,8 @@ pub struct Task {
     /// `Some` once the task reached a terminal status.
     pub closed: Option<TaskStatus>,
     pub closed_at_ms: Option<u64>,
+    /// Every execution of the task, in claim order (kept at exact capacity:
+    /// most tasks have one).
     pub executions: Vec<ExecutionId>,
     /// Active executions by status.
     pub in_progress: u8,
@@ -207,6 +318,17 @@ impl Task {
             self.spec.reward
         }
     }
+
+    /// The full spec, from the record at [`Task::published_seq`]; `None`
+    /// if `record` is not the one that published this task.
+    pub fn spec_from<'r>(&self, record: &'r Record) -> Option<&'r TaskSpec> {
+        match &record.event {
+            Event::TaskPublished(p) if record.seq == self.published_seq && p.task_id == self.id => {
+                Some(&p.spec)
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -239,15 +361,15 @@ impl ExecutionStatus {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A verdict's outcome. Its feedback and detail are in the record at `seq`:
+/// see [`Execution::verdict_from`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
     pub seq: u64,
     pub at_ms: u64,
     pub accepted: bool,
     pub score: u16,
-    pub feedback: Option<String>,
     pub verifier: VerifierKind,
-    pub detail: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,14 +382,42 @@ pub struct Execution {
     pub claimed_seq: u64,
     pub claimed_at_ms: u64,
     pub lease_expires_ms: u64,
+    /// The record of the submission: it holds the result and its metadata.
     pub submitted_seq: Option<u64>,
     pub submitted_at_ms: Option<u64>,
-    pub result: Option<String>,
-    pub result_metadata: Option<String>,
     pub result_hash: Option<Hash>,
     pub verdict: Option<Verdict>,
-    pub fallback: Option<String>,
+    /// Why verification fell back to manual review.
+    pub fallback: Option<Box<str>>,
     pub ended_at_ms: Option<u64>,
+}
+
+impl Execution {
+    /// The submission (result and metadata), from the record at
+    /// [`Execution::submitted_seq`]; `None` if `record` is not it.
+    pub fn submission_from<'r>(&self, record: &'r Record) -> Option<&'r ResultSubmitted> {
+        match &record.event {
+            Event::ResultSubmitted(s)
+                if Some(record.seq) == self.submitted_seq && s.execution_id == self.id =>
+            {
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+
+    /// The verdict (with feedback and detail), from the record at the
+    /// verdict's seq; `None` if `record` is not it.
+    pub fn verdict_from<'r>(&self, record: &'r Record) -> Option<&'r VerdictRecorded> {
+        match &record.event {
+            Event::VerdictRecorded(v)
+                if self.verdict.map(|v| v.seq) == Some(record.seq) && v.execution_id == self.id =>
+            {
+                Some(v)
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -351,5 +501,99 @@ pub fn class_name(class: CreditClass) -> &'static str {
     match class {
         CreditClass::Gift => "gift",
         CreditClass::Earned => "earned",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{State, money};
+    use taskledger_events::*;
+
+    fn seal_apply(state: &mut State, event: Event) -> Record {
+        let (record, _) = record::seal(state.head(), 1_000, event).unwrap();
+        state.apply_ref(&record).unwrap();
+        record
+    }
+
+    #[test]
+    fn the_full_spec_comes_only_from_the_publishing_record() {
+        // given a task published with texts the projection does not keep
+        let mut state = State::new();
+        let owner = AccountId::from_u128(1);
+        let task_id = TaskId::from_u128(2);
+        seal_apply(
+            &mut state,
+            Event::AccountRegistered(AccountRegistered {
+                account_id: owner,
+                kind: AccountKind::Human,
+                name: "o".into(),
+                email: None,
+                compute_source: None,
+                compute_attestation: None,
+                metadata: None,
+                key_hash: [1; 32],
+                client_addr: None,
+            }),
+        );
+        let grant = seal_apply(
+            &mut state,
+            Event::CreditsGranted(CreditsGranted {
+                owner_id: owner,
+                amount: 50,
+                reason: Reason::Grant,
+                transfers: money::grant(owner, 50),
+            }),
+        );
+        let spec = TaskSpec {
+            title: "t".into(),
+            description: "a long description".into(),
+            task_type: "text".into(),
+            reward: 10,
+            requirements: Some("{}".into()),
+            input_data: None,
+            deadline_ms: None,
+            max_executors: 1,
+            tags: vec!["x".into()],
+            min_reputation: 0,
+            verification: Verification::AutoRules {
+                rules: vec![
+                    Rule {
+                        kind: RuleKind::Contains,
+                        value: "secret".into(),
+                        path: None,
+                        hidden: true,
+                    },
+                    Rule {
+                        kind: RuleKind::MinLength,
+                        value: "3".into(),
+                        path: None,
+                        hidden: false,
+                    },
+                ],
+            },
+        };
+        let transfers = money::publish(state.owner(owner).unwrap(), task_id, 10).unwrap();
+        let published = seal_apply(
+            &mut state,
+            Event::TaskPublished(TaskPublished {
+                task_id,
+                publisher_id: owner,
+                spec: spec.clone(),
+                transfers,
+            }),
+        );
+        let task = &state.tasks[&task_id];
+        // then the projection keeps the summary
+        assert_eq!(&*task.spec.title, "t");
+        assert_eq!(
+            task.spec.verification,
+            crate::VerificationSummary::AutoRules {
+                rules: 2,
+                hidden_rules: 1
+            }
+        );
+        // and the publishing record, and no other, gives the full spec back
+        assert_eq!(task.spec_from(&published), Some(&spec));
+        assert_eq!(task.spec_from(&grant), None);
     }
 }

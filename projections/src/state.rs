@@ -8,6 +8,12 @@
 //! conservation holds and a touched task's escrow equals its unsettled
 //! reward; `apply` checks both, always.
 //!
+//! Two doors, one rule book: [`State::apply`] takes the record, so the few
+//! strings the state keeps move out of the event (audit, start-up, rebuild);
+//! [`State::apply_ref`] borrows it and clones them (the writer, which keeps
+//! the record in an `Arc` for its answers and subscribers). The state is
+//! compact (see `model`): large texts stay in the log.
+//!
 //! Pure: no I/O, no clock, no randomness. The same records give the same
 //! state on every machine.
 
@@ -33,6 +39,54 @@ macro_rules! bail {
     };
 }
 
+/// An event handed to `apply`: owned, so the strings the state keeps can
+/// move out of it, or borrowed, so they are cloned. Reads go through `Deref`.
+enum Src<'a, E> {
+    Owned(E),
+    Borrowed(&'a E),
+}
+
+impl<E> std::ops::Deref for Src<'_, E> {
+    type Target = E;
+    fn deref(&self) -> &E {
+        match self {
+            Src::Owned(e) => e,
+            Src::Borrowed(e) => e,
+        }
+    }
+}
+
+/// A field of a [`Src`] event: moved out of an owned one (leaving its
+/// default), cloned from a borrowed one. Use after every check.
+macro_rules! take {
+    ($src:expr, $($field:ident).+) => {
+        match &mut $src {
+            Src::Owned(e) => std::mem::take(&mut e.$($field).+),
+            Src::Borrowed(e) => e.$($field).+.clone(),
+        }
+    };
+}
+
+/// Match a `Src<Event>` by variant, binding `$e` to a `Src` of the variant.
+macro_rules! on_event {
+    ($event:expr, $e:ident => { $($variant:ident => $body:expr,)* }) => {
+        match $event {
+            $(
+                Src::Owned(Event::$variant(x)) => {
+                    #[allow(unused_mut)]
+                    let mut $e = Src::Owned(x);
+                    $body
+                }
+                Src::Borrowed(Event::$variant(x)) => {
+                    #[allow(unused_mut)]
+                    let mut $e = Src::Borrowed(x);
+                    $body
+                }
+            )*
+        }
+    };
+}
+
 /// Everything the log says, folded.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -43,8 +97,10 @@ pub struct State {
     pub agent_keys: Map<AgentKeyId, AgentKey>,
     /// Active key hashes (owner keys and unrevoked agent keys).
     pub key_index: Map<Hash, Principal>,
-    pub tasks: Map<TaskId, Task>,
-    pub executions: Map<ExecutionId, Execution>,
+    /// Boxed: a map keeps 1/8 to 1/2 of its slots empty, and an empty slot
+    /// of a boxed map costs a pointer, not a whole task.
+    pub tasks: Map<TaskId, Box<Task>>,
+    pub executions: Map<ExecutionId, Box<Execution>>,
     pub flags: Map<FlagId, RiskFlag>,
     pub idempotency: Map<IdempotencyKey, IdempotencyEntry>,
     pub totals: Totals,
@@ -81,9 +137,39 @@ impl State {
         self.key_index.get(hash)
     }
 
-    /// Apply one record. On `Err` nothing changed.
-    pub fn apply(&mut self, record: &Record) -> Result<(), Violation> {
-        let seq = record.seq;
+    /// Apply one record, taking it: the strings the state keeps move out
+    /// of the event instead of being copied. On `Err` nothing changed.
+    pub fn apply(&mut self, record: Record) -> Result<(), Violation> {
+        let Record {
+            seq,
+            at_ms,
+            prev,
+            hash,
+            event,
+        } = record;
+        self.apply_event(seq, at_ms, prev, hash, Src::Owned(event))
+    }
+
+    /// Apply one record someone else keeps (e.g. an `Arc<Record>`): the few
+    /// strings the state keeps are cloned. On `Err` nothing changed.
+    pub fn apply_ref(&mut self, record: &Record) -> Result<(), Violation> {
+        self.apply_event(
+            record.seq,
+            record.at_ms,
+            record.prev,
+            record.hash,
+            Src::Borrowed(&record.event),
+        )
+    }
+
+    fn apply_event(
+        &mut self,
+        seq: u64,
+        at: u64,
+        prev: Hash,
+        hash: Hash,
+        event: Src<'_, Event>,
+    ) -> Result<(), Violation> {
         if seq != self.head_seq + 1 {
             bail!(
                 seq,
@@ -92,53 +178,52 @@ impl State {
                 seq
             );
         }
-        if record.prev != self.head_hash {
+        if prev != self.head_hash {
             bail!(
                 seq,
                 "prev does not link to the hash of seq {}",
                 self.head_seq
             );
         }
-        if record.at_ms < self.last_at_ms {
+        if at < self.last_at_ms {
             bail!(
                 seq,
                 "time went backwards ({} ms after {} ms)",
-                record.at_ms,
+                at,
                 self.last_at_ms
             );
         }
-        let at = record.at_ms;
-        let touched = match &record.event {
-            Event::AccountRegistered(e) => self.account_registered(seq, at, e)?,
-            Event::OwnerKeyRotated(e) => self.owner_key_rotated(seq, e)?,
-            Event::AgentKeyIssued(e) => self.agent_key_issued(seq, at, e)?,
-            Event::AgentKeyRevoked(e) => self.agent_key_revoked(seq, e)?,
-            Event::CreditsGranted(e) => self.credits_granted(seq, at, e)?,
-            Event::TaskPublished(e) => self.task_published(seq, at, e)?,
-            Event::TaskClaimed(e) => self.task_claimed(seq, at, e)?,
-            Event::ResultSubmitted(e) => self.result_submitted(seq, at, e)?,
-            Event::VerdictRecorded(e) => self.verdict_recorded(seq, at, e)?,
-            Event::VerificationFallback(e) => self.verification_fallback(seq, e)?,
-            Event::ExecutionSuperseded(e) => self.execution_superseded(seq, at, e)?,
-            Event::LeaseReleased(e) => self.lease_released(seq, at, e)?,
-            Event::TaskReopened(e) => self.task_reopened(seq, e)?,
-            Event::TaskClosed(e) => {
+        let touched = on_event!(event, e => {
+            AccountRegistered => self.account_registered(seq, at, e)?,
+            OwnerKeyRotated => self.owner_key_rotated(seq, &e)?,
+            AgentKeyIssued => self.agent_key_issued(seq, at, e)?,
+            AgentKeyRevoked => self.agent_key_revoked(seq, &e)?,
+            CreditsGranted => self.credits_granted(seq, at, &e)?,
+            TaskPublished => self.task_published(seq, at, e)?,
+            TaskClaimed => self.task_claimed(seq, at, &e)?,
+            ResultSubmitted => self.result_submitted(seq, at, &e)?,
+            VerdictRecorded => self.verdict_recorded(seq, at, &e)?,
+            VerificationFallback => self.verification_fallback(seq, e)?,
+            ExecutionSuperseded => self.execution_superseded(seq, at, &e)?,
+            LeaseReleased => self.lease_released(seq, at, &e)?,
+            TaskReopened => self.task_reopened(seq, &e)?,
+            TaskClosed => {
                 self.task_refunded(seq, at, e.task_id, &e.transfers, TaskStatus::Failed)?
-            }
-            Event::TaskCancelled(e) => {
+            },
+            TaskCancelled => {
                 self.task_refunded(seq, at, e.task_id, &e.transfers, TaskStatus::Cancelled)?
-            }
-            Event::TaskExpired(e) => {
+            },
+            TaskExpired => {
                 self.task_refunded(seq, at, e.task_id, &e.transfers, TaskStatus::Expired)?
-            }
-            Event::CreditsRedeemed(e) => self.credits_redeemed(seq, at, e)?,
-            Event::RiskFlagRaised(e) => self.risk_flag_raised(seq, at, e)?,
-            Event::RiskFlagReleased(e) => self.risk_flag_released(seq, at, e)?,
-            Event::RiskFlagConfirmed(e) => self.risk_flag_confirmed(seq, at, e)?,
-            Event::IdempotencyRecorded(e) => self.idempotency_recorded(seq, e)?,
-        };
+            },
+            CreditsRedeemed => self.credits_redeemed(seq, at, &e)?,
+            RiskFlagRaised => self.risk_flag_raised(seq, at, e)?,
+            RiskFlagReleased => self.risk_flag_released(seq, at, e)?,
+            RiskFlagConfirmed => self.risk_flag_confirmed(seq, at, e)?,
+            IdempotencyRecorded => self.idempotency_recorded(seq, e)?,
+        });
         self.head_seq = seq;
-        self.head_hash = record.hash;
+        self.head_hash = hash;
         self.last_at_ms = at;
         // The invariants, after every record. A failure here is a bug in a
         // handler above (they check before they change), so it is loud.
@@ -171,7 +256,7 @@ impl State {
         &mut self,
         seq: u64,
         at: u64,
-        e: &AccountRegistered,
+        mut e: Src<'_, AccountRegistered>,
     ) -> Result<Option<TaskId>, Violation> {
         if self.owners.contains_key(&e.account_id) {
             bail!(seq, "account {} already registered", e.account_id);
@@ -184,13 +269,13 @@ impl State {
             Owner {
                 id: e.account_id,
                 kind: e.kind,
-                name: e.name.clone(),
-                email: e.email.clone(),
-                compute_source: e.compute_source.clone(),
-                compute_attestation: e.compute_attestation.clone(),
-                metadata: e.metadata.clone(),
+                name: take!(e, name),
+                email: take!(e, email),
+                compute_source: take!(e, compute_source),
+                compute_attestation: take!(e, compute_attestation),
+                metadata: take!(e, metadata),
                 key_hash: e.key_hash,
-                client_addr: e.client_addr.clone(),
+                client_addr: take!(e, client_addr),
                 registered_at_ms: at,
                 wallet: Wallet::default(),
                 ledger: Vec::new(),
@@ -224,7 +309,7 @@ impl State {
         &mut self,
         seq: u64,
         at: u64,
-        e: &AgentKeyIssued,
+        mut e: Src<'_, AgentKeyIssued>,
     ) -> Result<Option<TaskId>, Violation> {
         if !self.owners.contains_key(&e.owner_id) {
             bail!(seq, "unknown owner {}", e.owner_id);
@@ -240,8 +325,8 @@ impl State {
             AgentKey {
                 id: e.key_id,
                 owner_id: e.owner_id,
-                name: e.name.clone(),
-                compute_source: e.compute_source.clone(),
+                name: take!(e, name),
+                compute_source: take!(e, compute_source),
                 key_hash: e.key_hash,
                 issued_at_ms: at,
                 revoked: false,
@@ -330,7 +415,7 @@ impl State {
         &mut self,
         seq: u64,
         at: u64,
-        e: &TaskPublished,
+        mut e: Src<'_, TaskPublished>,
     ) -> Result<Option<TaskId>, Violation> {
         if self.tasks.contains_key(&e.task_id) {
             bail!(seq, "task {} already published", e.task_id);
@@ -361,12 +446,21 @@ impl State {
             bail!(seq, "publisher cannot cover the reward of {}", spec.reward);
         };
         expect_transfers(seq, &e.transfers, &expected)?;
+        let spec = SpecSummary {
+            title: take!(e, spec.title).into_boxed_str(),
+            task_type: take!(e, spec.task_type).into_boxed_str(),
+            reward: e.spec.reward,
+            deadline_ms: e.spec.deadline_ms,
+            max_executors: e.spec.max_executors,
+            min_reputation: e.spec.min_reputation,
+            verification: VerificationSummary::of(&e.spec.verification),
+        };
         self.tasks.insert(
             e.task_id,
-            Task {
+            Box::new(Task {
                 id: e.task_id,
                 publisher_id: e.publisher_id,
-                spec: spec.clone(),
+                spec,
                 published_seq: seq,
                 published_at_ms: at,
                 escrow_gift: 0,
@@ -378,7 +472,7 @@ impl State {
                 submitted: 0,
                 winner: None,
                 reopened: 0,
-            },
+            }),
         );
         self.status_counts[status_index(TaskStatus::Open)] += 1;
         // Cannot fail: the transfers are exactly the ones `money::publish`
@@ -461,6 +555,8 @@ impl State {
         let owner_id = key.owner_id;
         self.with_task_status(e.task_id, |t| {
             t.in_progress += 1;
+            // Exact capacity: most tasks only ever have one execution.
+            t.executions.reserve_exact(1);
             t.executions.push(e.execution_id);
         });
         if let Some(key) = self.agent_keys.get_mut(&e.agent_key_id) {
@@ -469,7 +565,7 @@ impl State {
         }
         self.executions.insert(
             e.execution_id,
-            Execution {
+            Box::new(Execution {
                 id: e.execution_id,
                 task_id: e.task_id,
                 agent_key_id: e.agent_key_id,
@@ -480,13 +576,11 @@ impl State {
                 lease_expires_ms: e.lease_expires_ms,
                 submitted_seq: None,
                 submitted_at_ms: None,
-                result: None,
-                result_metadata: None,
                 result_hash: None,
                 verdict: None,
                 fallback: None,
                 ended_at_ms: None,
-            },
+            }),
         );
         Ok(Some(e.task_id))
     }
@@ -547,8 +641,6 @@ impl State {
             x.status = ExecutionStatus::Submitted;
             x.submitted_seq = Some(seq);
             x.submitted_at_ms = Some(at);
-            x.result = Some(e.result.clone());
-            x.result_metadata = e.result_metadata.clone();
             x.result_hash = Some(e.result_hash);
         }
         if let Some(key) = self.agent_keys.get_mut(&key_id) {
@@ -603,9 +695,7 @@ impl State {
                 at_ms: at,
                 accepted: e.accepted,
                 score: e.score,
-                feedback: e.feedback.clone(),
                 verifier: e.verifier,
-                detail: e.detail.clone(),
             });
         }
         if let Some(key) = self.agent_keys.get_mut(&key_id) {
@@ -629,14 +719,14 @@ impl State {
     fn verification_fallback(
         &mut self,
         seq: u64,
-        e: &VerificationFallback,
+        mut e: Src<'_, VerificationFallback>,
     ) -> Result<Option<TaskId>, Violation> {
         let x = self.execution_in(seq, e.task_id, e.execution_id, ExecutionStatus::Submitted)?;
         if x.fallback.is_some() {
             bail!(seq, "execution {} already fell back to manual review", x.id);
         }
         if let Some(x) = self.executions.get_mut(&e.execution_id) {
-            x.fallback = Some(e.reason.clone());
+            x.fallback = Some(take!(e, reason).into_boxed_str());
         }
         Ok(Some(e.task_id))
     }
@@ -813,7 +903,7 @@ impl State {
         &mut self,
         seq: u64,
         at: u64,
-        e: &RiskFlagRaised,
+        mut e: Src<'_, RiskFlagRaised>,
     ) -> Result<Option<TaskId>, Violation> {
         if self.flags.contains_key(&e.flag_id) {
             bail!(seq, "flag {} already raised", e.flag_id);
@@ -843,7 +933,7 @@ impl State {
                 kind: e.kind,
                 owner_id: e.owner_id,
                 task_id: e.task_id,
-                reason: e.reason.clone(),
+                reason: take!(e, reason),
                 frozen,
                 status: FlagStatus::Open,
                 raised_seq: seq,
@@ -868,7 +958,7 @@ impl State {
         &mut self,
         seq: u64,
         at: u64,
-        e: &RiskFlagReleased,
+        mut e: Src<'_, RiskFlagReleased>,
     ) -> Result<Option<TaskId>, Violation> {
         let flag = self.open_flag(seq, e.flag_id)?;
         expect_transfers(
@@ -881,8 +971,8 @@ impl State {
         self.resolve_flag(
             e.flag_id,
             FlagStatus::Released,
-            &e.operator,
-            &e.reason,
+            take!(e, operator),
+            take!(e, reason),
             seq,
             at,
         );
@@ -893,14 +983,14 @@ impl State {
         &mut self,
         seq: u64,
         at: u64,
-        e: &RiskFlagConfirmed,
+        mut e: Src<'_, RiskFlagConfirmed>,
     ) -> Result<Option<TaskId>, Violation> {
         self.open_flag(seq, e.flag_id)?;
         self.resolve_flag(
             e.flag_id,
             FlagStatus::Confirmed,
-            &e.operator,
-            &e.reason,
+            take!(e, operator),
+            take!(e, reason),
             seq,
             at,
         );
@@ -911,16 +1001,16 @@ impl State {
         &mut self,
         id: FlagId,
         status: FlagStatus,
-        operator: &str,
-        reason: &str,
+        operator: String,
+        reason: String,
         seq: u64,
         at: u64,
     ) {
         if let Some(flag) = self.flags.get_mut(&id) {
             flag.status = status;
             flag.resolution = Some(Resolution {
-                operator: operator.to_owned(),
-                reason: reason.to_owned(),
+                operator,
+                reason,
                 seq,
                 at_ms: at,
             });
@@ -932,9 +1022,13 @@ impl State {
     fn idempotency_recorded(
         &mut self,
         seq: u64,
-        e: &IdempotencyRecorded,
+        mut e: Src<'_, IdempotencyRecorded>,
     ) -> Result<Option<TaskId>, Violation> {
-        let key = (e.principal.clone(), e.key.clone());
+        let principal = match &mut e {
+            Src::Owned(x) => std::mem::replace(&mut x.principal, Principal::System),
+            Src::Borrowed(x) => x.principal.clone(),
+        };
+        let key = (principal, take!(e, key));
         if self.idempotency.contains_key(&key) {
             bail!(seq, "idempotency key already recorded for this principal");
         }

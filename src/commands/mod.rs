@@ -195,6 +195,7 @@ fn task(state: &State, id: TaskId) -> Result<&Task, DomainError> {
     state
         .tasks
         .get(&id)
+        .map(|t| &**t)
         .ok_or_else(|| DomainError::not_found(format!("task {id}")))
 }
 
@@ -208,7 +209,7 @@ fn owner(state: &State, id: AccountId) -> Result<&Owner, DomainError> {
 /// The execution, which must belong to `task_id`.
 fn execution(state: &State, task_id: TaskId, id: ExecutionId) -> Result<&Execution, DomainError> {
     match state.executions.get(&id) {
-        Some(x) if x.task_id == task_id => Ok(x),
+        Some(x) if x.task_id == task_id => Ok(&**x),
         _ => Err(DomainError::not_found(format!(
             "execution {id} of task {task_id}"
         ))),

@@ -45,7 +45,7 @@ impl World {
             };
             let (record, _) = seal(head, self.now, e.clone()).expect("encodes");
             self.state
-                .apply(&record)
+                .apply_ref(&record)
                 .unwrap_or_else(|v| panic!("decide made an illegal event: {v}"));
             self.records.push(record);
         }

@@ -9,7 +9,7 @@ use crate::error::DomainError;
 use serde::{Deserialize, Serialize};
 use taskledger_events::{
     Event, ExecutionId, ExecutionSuperseded, TaskClosed, TaskId, TaskReopened, VerdictRecorded,
-    Verification, VerifierKind,
+    VerifierKind,
 };
 use taskledger_projections::{ExecutionStatus, State, money, reputation};
 
@@ -35,7 +35,7 @@ impl Verify {
             ));
         }
         let x = execution(state, self.task_id, self.execution_id)?;
-        if !matches!(task.spec.verification, Verification::Manual) && x.fallback.is_none() {
+        if !task.spec.verification.is_manual() && x.fallback.is_none() {
             return Err(DomainError::Conflict(
                 "this task is verified automatically; review is possible after a fallback".into(),
             ));

@@ -55,6 +55,16 @@ impl ApiError {
         DomainError::invalid(field, message).into()
     }
 
+    /// A record the read view points at could not be read back from the
+    /// log (I/O, or a record that fails its own hash): a storage problem.
+    pub fn log_unreadable(seq: u64, why: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("cannot read seq {seq} of the log: {why}"),
+        )
+    }
+
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,

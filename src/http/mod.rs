@@ -40,7 +40,8 @@ use settings::Settings;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use taskledger_events::{Principal, SledReader};
+use taskledger_events::{Principal, Record, SledReader, TaskSpec};
+use taskledger_projections::{Execution, Task};
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -51,7 +52,8 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub service: Service,
-    /// Acknowledged records, for SSE catch-up.
+    /// Acknowledged records: SSE catch-up, and the texts the projections
+    /// leave in the log ([`AppState::task_spec`], [`AppState::execution_records`]).
     pub history: SledReader,
     pub settings: Settings,
     pub clock: Arc<dyn Clock>,
@@ -99,6 +101,71 @@ impl AppState {
 
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    /// The acknowledged record at `seq`. Everything the read view holds is
+    /// acknowledged (the writer updates the view after the flush), so a seq
+    /// the view names is always there.
+    pub fn record(&self, seq: u64) -> Result<Record, ApiError> {
+        match self.history.record(seq) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(ApiError::log_unreadable(seq, "not in the log")),
+            Err(e) => Err(ApiError::log_unreadable(seq, e)),
+        }
+    }
+
+    /// A task's full spec, from the record that published it.
+    pub fn task_spec(&self, task: &Task) -> Result<TaskSpec, ApiError> {
+        let record = self.record(task.published_seq)?;
+        task.spec_from(&record)
+            .cloned()
+            .ok_or_else(|| ApiError::log_unreadable(record.seq, "not the publish of this task"))
+    }
+
+    /// The records that hold an execution's texts (submission, verdict).
+    pub fn execution_records(&self, x: &Execution) -> Result<views::ExecutionRecords, ApiError> {
+        let mut out = views::ExecutionRecords::default();
+        if let Some(seq) = x.submitted_seq {
+            let r = self.record(seq)?;
+            if x.submission_from(&r).is_none() {
+                return Err(ApiError::log_unreadable(
+                    seq,
+                    "not this execution's submission",
+                ));
+            }
+            out.submitted = Some(r);
+        }
+        if let Some(v) = &x.verdict {
+            let r = self.record(v.seq)?;
+            if x.verdict_from(&r).is_none() {
+                return Err(ApiError::log_unreadable(
+                    v.seq,
+                    "not this execution's verdict",
+                ));
+            }
+            out.verdict = Some(r);
+        }
+        Ok(out)
+    }
+
+    /// An execution as the API shows it, texts read from the log.
+    pub fn execution_view(&self, x: &Execution) -> Result<views::ExecutionView, ApiError> {
+        Ok(views::execution_view(x, &self.execution_records(x)?))
+    }
+
+    /// A task as `caller` may see it, its spec read from the log.
+    pub fn task_view(
+        &self,
+        state: &taskledger_projections::State,
+        caller: &Principal,
+        task: &Task,
+    ) -> Result<views::TaskView, ApiError> {
+        Ok(views::task_view(
+            state,
+            caller,
+            task,
+            &self.task_spec(task)?,
+        ))
     }
 
     /// The per-principal rate limit; `rate_limited` with `Retry-After`.

@@ -236,6 +236,7 @@ fn find_task(state: &Market, id: TaskId) -> ApiResult<&Task> {
     state
         .tasks
         .get(&id)
+        .map(|t| &**t)
         .ok_or_else(|| ApiError::not_found(format!("task {id}")))
 }
 
@@ -277,7 +278,7 @@ pub async fn publish(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(views::task_view(&state, &caller.0, task))))
+    Ok((status, Json(app.task_view(&state, &caller.0, task)?)))
 }
 
 // ---- list and read ----------------------------------------------------------------
@@ -343,11 +344,12 @@ pub async fn list(
         .filter(|t| {
             q.task_type
                 .as_ref()
-                .is_none_or(|ty| &t.spec.task_type == ty)
+                .is_none_or(|ty| *t.spec.task_type == **ty)
         })
         .filter(|t| {
             q.claimable != Some(true) || views::claimability(&state, &caller.0, t, now).claimable
         })
+        .map(|t| &**t)
         .collect();
     hits.sort_unstable_by_key(|t| std::cmp::Reverse(t.published_seq));
     let total = hits.len();
@@ -356,13 +358,13 @@ pub async fn list(
         .skip(offset)
         .take(limit)
         .map(|t| {
-            let mut v = views::task_view(&state, &caller.0, t);
+            let mut v = app.task_view(&state, &caller.0, t)?;
             if caller.agent().is_some() {
                 v.claimability = Some(views::claimability(&state, &caller.0, t, now));
             }
-            v
+            Ok(v)
         })
-        .collect();
+        .collect::<ApiResult<_>>()?;
     Ok(Json(TaskList {
         tasks,
         total,
@@ -385,7 +387,7 @@ pub async fn get_task(
     let now = app.now_ms();
     let state = app.service.read();
     let task = find_task(&state, id)?;
-    let mut v = views::task_view(&state, &caller.0, task);
+    let mut v = app.task_view(&state, &caller.0, task)?;
     if caller.agent().is_some() {
         v.claimability = Some(views::claimability(&state, &caller.0, task, now));
     }
@@ -412,21 +414,22 @@ pub async fn verification_package(
     let state = app.service.read();
     let task = find_task(&state, id)?;
     let access = Access::of(&state, &caller.0, task);
+    let spec = app.task_spec(task)?;
     Ok(Json(VerificationPackage {
         task_id: id.0,
-        verification: views::verification_view(&task.spec.verification, access),
+        verification: views::verification_view(&spec.verification, access),
         verification_summary: views::verification_summary(&task.spec.verification),
     }))
 }
 
 // ---- the lifecycle ------------------------------------------------------------------
 
-fn execution_of(state: &Market, id: ExecutionId) -> ApiResult<ExecutionView> {
-    state
+fn execution_of(app: &AppState, state: &Market, id: ExecutionId) -> ApiResult<ExecutionView> {
+    let x = state
         .executions
         .get(&id)
-        .map(views::execution_view)
-        .ok_or_else(|| ApiError::not_found(format!("execution {id}")))
+        .ok_or_else(|| ApiError::not_found(format!("execution {id}")))?;
+    app.execution_view(x)
 }
 
 /// Claim an open task with an agent key: a lease starts.
@@ -465,7 +468,7 @@ pub async fn claim(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(execution_of(&state, id)?)))
+    Ok((status, Json(execution_of(&app, &state, id)?)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -513,7 +516,7 @@ pub async fn submit(
         })
         .ok_or_else(|| ApiError::bad_request("submit produced no result"))?;
     let state = app.service.read();
-    Ok(Json(execution_of(&state, id)?))
+    Ok(Json(execution_of(&app, &state, id)?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -582,7 +585,7 @@ pub async fn verify(
         .ok_or_else(|| ApiError::not_found(format!("execution {execution_id}")))?;
     let task = find_task(&state, task_id)?;
     Ok(Json(VerifyResponse {
-        execution: views::execution_view(x),
+        execution: app.execution_view(x)?,
         task_status: task.status().as_str(),
         settlement: views::settlement(&state, x),
     }))
@@ -613,7 +616,7 @@ pub async fn cancel(
         .await?;
     let state = app.service.read();
     let task = find_task(&state, task_id)?;
-    Ok(Json(views::task_view(&state, &caller.0, task)))
+    Ok(Json(app.task_view(&state, &caller.0, task)?))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -661,14 +664,14 @@ pub async fn submissions(
         .enumerate()
         .map(|(i, x)| {
             let key = state.agent_keys.get(&x.agent_key_id);
-            Submission {
-                execution: views::execution_view(x),
+            Ok(Submission {
+                execution: app.execution_view(x)?,
                 rank: i + 1,
                 agent_reputation: key.map_or(0.0, |k| views::points(k.reputation)),
                 compute_tier: key.and_then(|k| views::compute_tier(Some(&k.compute_source))),
-            }
+            })
         })
-        .collect();
+        .collect::<ApiResult<_>>()?;
     Ok(Json(SubmissionList {
         task_id: id.0,
         submissions,
@@ -708,8 +711,8 @@ pub async fn my_executions(
             .skip(offset)
             .take(limit)
             .filter_map(|x| state.executions.get(x))
-            .map(views::execution_view)
-            .collect(),
+            .map(|x| app.execution_view(x))
+            .collect::<ApiResult<_>>()?,
         total: key.executions.len(),
         limit,
         offset,
@@ -740,8 +743,8 @@ pub async fn my_published(
             .skip(offset)
             .take(limit)
             .filter_map(|t| state.tasks.get(t))
-            .map(|t| views::task_view(&state, &caller.0, t))
-            .collect(),
+            .map(|t| app.task_view(&state, &caller.0, t))
+            .collect::<ApiResult<_>>()?,
         total: owner.published.len(),
         limit,
         offset,
@@ -787,7 +790,7 @@ pub async fn execution(
         ));
     }
     Ok(Json(ExecutionDetail {
-        execution: views::execution_view(x),
+        execution: app.execution_view(x)?,
         task: views::task_summary(task),
         verification_summary: views::verification_summary(&task.spec.verification),
         settlement: views::settlement(&state, x),

@@ -1,17 +1,21 @@
 //! What the API shows: JSON views of the projected entities, with the field
 //! names of the earlier Agent Task Market API. Pure: a view is a function of
-//! the read state and of who is looking, and this is the one place that
-//! decides what a caller may see (task secrets are redacted here).
+//! the read state, of the log records that hold the texts the projection
+//! leaves out (a task's full spec, a result, a verdict's feedback and
+//! detail; the handler reads them, see `AppState::task_spec` and
+//! `AppState::execution_records`) and of who is looking. This is the one
+//! place that decides what a caller may see (task secrets are redacted here).
 
 use crate::commands::{Claim, Command, Ctx, Policy, decide};
 use serde::Serialize;
 use serde_json::Value;
 use taskledger_events::{
-    AgentKeyId, ExecutionId, Principal, Rule, RuleKind, TestLanguage, Verification, VerifierKind,
+    AgentKeyId, ExecutionId, Principal, Record, ResultSubmitted, Rule, RuleKind, TaskSpec,
+    TestLanguage, VerdictRecorded, Verification, VerifierKind,
 };
 use taskledger_projections::reputation::as_points;
 use taskledger_projections::{
-    AgentKey, Execution, LedgerRow, Owner, RiskFlag, State, Task, TaskStatus,
+    AgentKey, Execution, LedgerRow, Owner, RiskFlag, State, Task, TaskStatus, VerificationSummary,
 };
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -387,14 +391,16 @@ pub fn verification_view(v: &Verification, access: Access) -> VerificationView {
 }
 
 /// One line any caller may see about how a task is verified.
-pub fn verification_summary(v: &Verification) -> String {
-    match v {
-        Verification::Manual => "manual review by the publisher".into(),
-        Verification::AutoRules { rules } => {
-            let hidden = rules.iter().filter(|r| r.hidden).count();
+pub fn verification_summary(v: &VerificationSummary) -> String {
+    match *v {
+        VerificationSummary::Manual => "manual review by the publisher".into(),
+        VerificationSummary::AutoRules {
+            rules,
+            hidden_rules: hidden,
+        } => {
             format!(
                 "auto_rules: {} rule(s), all must pass{}",
-                rules.len(),
+                rules,
                 if hidden > 0 {
                     format!(" ({hidden} hidden)")
                 } else {
@@ -402,22 +408,21 @@ pub fn verification_summary(v: &Verification) -> String {
                 }
             )
         }
-        Verification::AutoTests {
+        VerificationSummary::AutoTests {
             language,
             hidden_tests,
-            ..
         } => format!(
             "auto_tests: {} tests must pass{}",
-            language_name(*language),
-            if hidden_tests.is_some() {
+            language_name(language),
+            if hidden_tests {
                 " (plus hidden tests)"
             } else {
                 ""
             }
         ),
-        Verification::AutoLlm { pass_threshold, .. } => format!(
+        VerificationSummary::AutoLlm { pass_threshold, .. } => format!(
             "auto_llm: an LLM judge scores against a rubric; pass at {:.1}",
-            points(*pass_threshold)
+            points(pass_threshold)
         ),
     }
 }
@@ -492,9 +497,11 @@ pub struct TaskView {
     pub claimability: Option<Claimability>,
 }
 
-pub fn task_view(state: &State, caller: &Principal, task: &Task) -> TaskView {
+/// A task as `caller` may see it. `spec` is the task's full spec, from the
+/// record that published it (`AppState::task_spec`).
+pub fn task_view(state: &State, caller: &Principal, task: &Task, spec: &TaskSpec) -> TaskView {
     let access = Access::of(state, caller, task);
-    let s = &task.spec;
+    let s = spec;
     TaskView {
         id: task.id.0,
         publisher_id: task.publisher_id.0,
@@ -509,7 +516,7 @@ pub fn task_view(state: &State, caller: &Principal, task: &Task) -> TaskView {
         tags: s.tags.clone(),
         min_reputation: points(s.min_reputation),
         verification: verification_view(&s.verification, access),
-        verification_summary: verification_summary(&s.verification),
+        verification_summary: verification_summary(&task.spec.verification),
         status: task.status().as_str(),
         active_executions: task.active(),
         executions_count: task.executions.len(),
@@ -537,8 +544,8 @@ pub struct TaskSummary {
 pub fn task_summary(task: &Task) -> TaskSummary {
     TaskSummary {
         id: task.id.0,
-        title: task.spec.title.clone(),
-        task_type: task.spec.task_type.clone(),
+        title: task.spec.title.to_string(),
+        task_type: task.spec.task_type.to_string(),
         reward_credits: task.spec.reward,
         status: task.status().as_str(),
         publisher_id: task.publisher_id.0,
@@ -591,8 +598,30 @@ pub struct ExecutionView {
     pub ended_at: Option<String>,
 }
 
-pub fn execution_view(x: &Execution) -> ExecutionView {
+/// The log records that hold an execution's texts: its submission (result
+/// and metadata) and its verdict (feedback and detail). Read by
+/// `AppState::execution_records`; empty for an execution without either.
+#[derive(Clone, Debug, Default)]
+pub struct ExecutionRecords {
+    pub submitted: Option<Record>,
+    pub verdict: Option<Record>,
+}
+
+impl ExecutionRecords {
+    pub fn submission<'r>(&'r self, x: &Execution) -> Option<&'r ResultSubmitted> {
+        self.submitted.as_ref().and_then(|r| x.submission_from(r))
+    }
+
+    pub fn verdict<'r>(&'r self, x: &Execution) -> Option<&'r VerdictRecorded> {
+        self.verdict.as_ref().and_then(|r| x.verdict_from(r))
+    }
+}
+
+/// An execution, with the texts from its records.
+pub fn execution_view(x: &Execution, records: &ExecutionRecords) -> ExecutionView {
     let v = x.verdict.as_ref();
+    let submission = records.submission(x);
+    let verdict = records.verdict(x);
     ExecutionView {
         id: x.id.0,
         task_id: x.task_id.0,
@@ -602,18 +631,18 @@ pub fn execution_view(x: &Execution) -> ExecutionView {
         claimed_at: ts(x.claimed_at_ms),
         lease_expires_at: ts(x.lease_expires_ms),
         submitted_at: ts_opt(x.submitted_at_ms),
-        result: x.result.clone(),
-        result_metadata: json_text(x.result_metadata.as_deref()),
+        result: submission.map(|s| s.result.clone()),
+        result_metadata: json_text(submission.and_then(|s| s.result_metadata.as_deref())),
         result_hash: x.result_hash.map(|h| hex(&h)),
         auto_verified: v.is_some_and(|v| {
             !matches!(v.verifier, VerifierKind::Publisher | VerifierKind::Operator)
         }),
         score: v.map(|v| points(v.score)),
-        feedback: v.and_then(|v| v.feedback.clone()),
+        feedback: verdict.and_then(|v| v.feedback.clone()),
         verifier: v.map(|v| verifier_name(v.verifier)),
-        verification_detail: v.and_then(|v| json_text(v.detail.as_deref())),
+        verification_detail: verdict.and_then(|v| json_text(v.detail.as_deref())),
         verified_at: v.map(|v| ts(v.at_ms)),
-        fallback_reason: x.fallback.clone(),
+        fallback_reason: x.fallback.as_deref().map(str::to_owned),
         ended_at: ts_opt(x.ended_at_ms),
     }
 }
