@@ -50,6 +50,21 @@ fn assert_points(v: &Value, expected: f64) {
     );
 }
 
+/// The key kept the starting reputation with no history, and its execution
+/// of `task` can no longer submit (409 `conflict`).
+async fn assert_unscored_and_cannot_submit(s: &Server, key: &str, task: &str) {
+    let me = s.get("/accounts/me/reputation", key).await.expect(200).body;
+    assert_points(&me["score"], 5.0);
+    assert_eq!(me["history"], json!([]));
+    s.post(
+        &format!("/tasks/{task}/submit"),
+        key,
+        json!({"result": "late"}),
+    )
+    .await
+    .expect_err(409, "conflict");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_pays_the_executor_owner_as_earned_and_moves_reputation() {
     let s = Server::start().await;
@@ -354,20 +369,7 @@ async fn accept_supersedes_the_other_active_execution() {
     assert_eq!(s.wallet(&bob.key).await, wallet(1000, 60));
     assert_eq!(s.wallet(&carol.key).await, wallet(1000, 0));
     // Superseded changes no reputation and cannot submit any more.
-    let me = s
-        .get("/accounts/me/reputation", &ck.key)
-        .await
-        .expect(200)
-        .body;
-    assert_points(&me["score"], 5.0);
-    assert_eq!(me["history"], json!([]));
-    s.post(
-        &format!("/tasks/{task}/submit"),
-        &ck.key,
-        json!({"result": "late"}),
-    )
-    .await
-    .expect_err(409, "conflict");
+    assert_unscored_and_cannot_submit(&s, &ck.key, &task).await;
     assert_eq!(s.task(&alice.key, &task).await["status"], "completed");
     s.assert_reconciled().await;
     s.stop().await;
@@ -397,20 +399,7 @@ async fn a_lapsed_lease_releases_the_claim_without_reputation_change() {
         (Some("open"), Some(40))
     );
     assert_eq!(s.wallet(&alice.key).await, wallet(960, 0));
-    let rep = s
-        .get("/accounts/me/reputation", &bk.key)
-        .await
-        .expect(200)
-        .body;
-    assert_points(&rep["score"], 5.0);
-    assert_eq!(rep["history"], json!([]));
-    s.post(
-        &format!("/tasks/{task}/submit"),
-        &bk.key,
-        json!({"result": "late"}),
-    )
-    .await
-    .expect_err(409, "conflict");
+    assert_unscored_and_cannot_submit(&s, &bk.key, &task).await;
     // The slot is free again.
     s.claim(&ck, &task).await;
     s.assert_reconciled().await;
