@@ -83,14 +83,18 @@ impl Report {
             tasks.join(", "),
             self.open_flags
         ));
+        // On a failure the figures above are those of the verified prefix
+        // (seq 1 ..= head); the verdict on the whole log comes last.
+        let scope = if self.first_bad_seq.is_some() {
+            format!(" (verified prefix, seq 1..={})", self.head_seq)
+        } else {
+            String::new()
+        };
+        let verdict = if self.conservation { "ok" } else { "BROKEN" };
+        out.push_str(&format!("conservation{scope}: {verdict}\n"));
         if let (Some(seq), Some(e)) = (self.first_bad_seq, &self.error) {
             out.push_str(&format!("FAILED at seq {seq}: {e}\n"));
         }
-        out.push_str(if self.conservation {
-            "conservation: ok\n"
-        } else {
-            "conservation: BROKEN\n"
-        });
         out
     }
 }
