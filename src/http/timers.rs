@@ -4,7 +4,8 @@
 //!
 //! The timer keeps a queue of due times, filled by one scan of the read
 //! view at start and then from the live records (claims, publishes,
-//! re-opens); after falling behind the live stream it rescans. At each tick
+//! re-opens) as they arrive; only after falling behind the live stream
+//! (more than `LIVE_RECORDS_MAX` records unread) does it rescan. At each tick
 //! it re-checks every due entry against the view before it asks the
 //! writer, and the writer's `decide` checks again: a timer can be late,
 //! never wrong.
@@ -13,12 +14,14 @@ use super::AppState;
 use crate::commands::{Command, ExpireDeadline, ExpireLease};
 use crate::error::DomainError;
 use crate::writer::ServiceError;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 use taskledger_events::{Event, ExecutionId, Principal, TaskId};
 use taskledger_projections::{ExecutionStatus, State};
-use tokio::sync::broadcast::error::TryRecvError;
+use std::sync::RwLockReadGuard;
+use tokio::sync::broadcast::error::RecvError;
+
+type ViewGuard<'v> = RwLockReadGuard<'v, State>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Due {
@@ -31,18 +34,35 @@ const DEADLINE_RECHECK_MS: u64 = 1_000;
 /// Rate-limit state is pruned this often.
 const RATE_PRUNE_EVERY_TICKS: u64 = 60;
 
+/// Due entries in time order. A lease entry leaves as soon as its result is
+/// submitted, so the queue holds about one entry per running claim and
+/// per open task with a deadline, not one per claim ever made.
 #[derive(Default)]
 struct Queue {
-    heap: BinaryHeap<Reverse<(u64, Due)>>,
+    due: BTreeSet<(u64, Due)>,
+    /// When each queued lease is due, to find its entry on submit.
+    leases: HashMap<ExecutionId, u64>,
 }
 
 impl Queue {
     fn push(&mut self, at_ms: u64, due: Due) {
-        self.heap.push(Reverse((at_ms, due)));
+        if let Due::Lease(id) = due
+            && let Some(old) = self.leases.insert(id, at_ms)
+        {
+            self.due.remove(&(old, due));
+        }
+        self.due.insert((at_ms, due));
+    }
+
+    fn forget_lease(&mut self, id: ExecutionId) {
+        if let Some(at) = self.leases.remove(&id) {
+            self.due.remove(&(at, Due::Lease(id)));
+        }
     }
 
     fn rebuild(&mut self, state: &State) {
-        self.heap.clear();
+        self.due.clear();
+        self.leases.clear();
         for x in state.executions.values() {
             if x.status == ExecutionStatus::InProgress {
                 self.push(x.lease_expires_ms, Due::Lease(x.id));
@@ -55,9 +75,12 @@ impl Queue {
         }
     }
 
-    fn learn(&mut self, event: &Event, state: &State) {
+    /// Take in one live record. `view` is asked only for a re-open (the
+    /// deadline is in the task), so the read lock is not taken per record.
+    fn learn<'v>(&mut self, event: &Event, view: impl FnOnce() -> ViewGuard<'v>) {
         match event {
             Event::TaskClaimed(c) => self.push(c.lease_expires_ms, Due::Lease(c.execution_id)),
+            Event::ResultSubmitted(r) => self.forget_lease(r.execution_id),
             Event::TaskPublished(p) => {
                 if let Some(d) = p.spec.deadline_ms {
                     self.push(d, Due::Deadline(p.task_id));
@@ -65,7 +88,7 @@ impl Queue {
             }
             // A deadline that passed while executions were active may now apply.
             Event::TaskReopened(r) => {
-                if let Some(d) = state.tasks.get(&r.task_id).and_then(|t| t.spec.deadline_ms) {
+                if let Some(d) = view().tasks.get(&r.task_id).and_then(|t| t.spec.deadline_ms) {
                     self.push(d, Due::Deadline(r.task_id));
                 }
             }
@@ -75,11 +98,14 @@ impl Queue {
 
     fn pop_due(&mut self, now_ms: u64) -> Vec<Due> {
         let mut out = Vec::new();
-        while let Some(Reverse((at, due))) = self.heap.peek().copied() {
+        while let Some(&(at, due)) = self.due.first() {
             if at > now_ms {
                 break;
             }
-            self.heap.pop();
+            self.due.pop_first();
+            if let Due::Lease(id) = due {
+                self.leases.remove(&id);
+            }
             out.push(due);
         }
         out
@@ -127,21 +153,23 @@ pub async fn run(app: AppState) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u64;
     loop {
-        tick.tick().await;
+        // Learn each record as it is flushed; fire what is due on the tick.
+        // (Learning only on the tick made a busy server fall more than the
+        // live channel behind every second, and rescan the whole state.)
+        tokio::select! {
+            received = live.recv() => {
+                match received {
+                    Ok(r) => queue.learn(&r.event, || app.service.read()),
+                    Err(RecvError::Lagged(_)) => queue.rebuild(&app.service.read()),
+                    Err(RecvError::Closed) => return,
+                }
+                continue;
+            }
+            _ = tick.tick() => {}
+        }
         ticks += 1;
         if ticks.is_multiple_of(RATE_PRUNE_EVERY_TICKS) {
             app.prune_rate_limits();
-        }
-        // Learn what happened since the last tick.
-        loop {
-            match live.try_recv() {
-                Ok(r) => queue.learn(&r.event, &app.service.read()),
-                Err(TryRecvError::Lagged(_)) => {
-                    queue.rebuild(&app.service.read());
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Closed) => return,
-            }
         }
         let now = app.now_ms();
         let due = queue.pop_due(now);
@@ -196,6 +224,26 @@ mod tests {
         assert_eq!(q.pop_due(100), vec![Due::Deadline(b)]);
         assert_eq!(q.pop_due(1000), vec![Due::Lease(a)]);
         assert!(q.pop_due(u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn a_submitted_result_takes_its_lease_off_the_queue() {
+        let mut q = Queue::default();
+        let (a, b) = (ExecutionId::from_u128(1), ExecutionId::from_u128(2));
+        q.push(300, Due::Lease(a));
+        q.push(400, Due::Lease(a)); // a lease moved: one entry, the later time
+        q.push(500, Due::Lease(b));
+        assert_eq!(q.due.len(), 2);
+        let submitted = Event::ResultSubmitted(taskledger_events::ResultSubmitted {
+            task_id: TaskId::from_u128(9),
+            execution_id: a,
+            result: "done".into(),
+            result_metadata: None,
+            result_hash: [0; 32],
+        });
+        q.learn(&submitted, || -> ViewGuard<'_> { unreachable!("no view needed") });
+        assert_eq!(q.pop_due(u64::MAX), vec![Due::Lease(b)]);
+        assert!(q.leases.is_empty());
     }
 
     #[test]
