@@ -9,6 +9,7 @@
 //! - [`http`]: the REST API, SSE, metrics and timers (`taskledger serve`).
 //! - [`mcp`]: the MCP tools over stdio and Streamable HTTP (rmcp).
 //! - [`audit`]: offline replay of a data dir or an export: chain, rules, conservation.
+//! - [`verify`]: automatic verification (rules, sandboxed tests, LLM judge).
 
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -21,4 +22,5 @@ pub mod error;
 pub mod http;
 pub mod mcp;
 pub mod service;
+pub mod verify;
 pub mod writer;

@@ -1,0 +1,1 @@
+//! `auto_llm`: an OpenAI-compatible chat-completions judge.

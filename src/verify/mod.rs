@@ -1,0 +1,11 @@
+//! Automatic verification, off the writer: a worker pool turns each
+//! `ResultSubmitted` of an automatic task into an `auto_verdict` or a
+//! `fallback` command.
+//!
+//! - [`rules`]: `auto_rules`, pure and linear-time.
+//! - [`sandbox`]: `auto_tests`, untrusted code in a sandbox.
+//! - [`llm`]: `auto_llm`, an OpenAI-compatible judge.
+
+pub mod llm;
+pub mod rules;
+pub mod sandbox;

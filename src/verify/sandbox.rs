@@ -1,0 +1,1 @@
+//! `auto_tests`: pytest or node in a sandbox.
