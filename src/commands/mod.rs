@@ -30,7 +30,7 @@ pub use claim::Claim;
 pub use expire::{ExpireDeadline, ExpireLease};
 pub use fallback::Fallback;
 pub use grant::Grant;
-pub use publish::{Publish, validate_spec};
+pub use publish::{Publish, rule_regex, validate_spec};
 pub use redeem::Redeem;
 pub use register::Register;
 pub use risk::{ConfirmFlag, RaiseFlag, ReleaseFlag};

@@ -10,6 +10,15 @@ use taskledger_projections::{State, money, reputation::REPUTATION_MAX};
 /// The largest compiled size of an `auto_rules` regex.
 pub const REGEX_COMPILED_BYTES_MAX: usize = 256 * 1024;
 
+/// An `auto_rules` pattern compiled as publish checks it and verification
+/// runs it: the `regex` crate (linear time), with size limits.
+pub fn rule_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_COMPILED_BYTES_MAX)
+        .dfa_size_limit(REGEX_COMPILED_BYTES_MAX)
+        .build()
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Publish {
     pub task_id: TaskId,
@@ -119,16 +128,11 @@ pub fn validate_spec(spec: &TaskSpec, now_ms: u64) -> Result<(), DomainError> {
                         &field,
                         "json_path_equals needs a path",
                     ),
-                    RuleKind::Regex => {
-                        let compiled = regex::RegexBuilder::new(&rule.value)
-                            .size_limit(REGEX_COMPILED_BYTES_MAX)
-                            .build();
-                        f.check(
-                            compiled.is_ok(),
-                            &field,
-                            "not a valid regex within the size limit",
-                        )
-                    }
+                    RuleKind::Regex => f.check(
+                        rule_regex(&rule.value).is_ok(),
+                        &field,
+                        "not a valid regex within the size limit",
+                    ),
                     RuleKind::Contains | RuleKind::NotContains => {
                         f.check(!rule.value.is_empty(), &field, "needs a value")
                     }
