@@ -2,15 +2,21 @@
 //! (writer, group commit, sled), so its log exercises every branch: accept,
 //! reject with re-open, reject and close, supersede, lease expiry, deadline
 //! expiry, cancel, redeem, and a frozen then released (and a confirmed) risk
-//! hold. Time is a manual clock the simulation moves.
+//! hold, and the three automatic verification modes (rules, sandboxed
+//! tests, LLM judge, each falling back to the publisher's review when it
+//! cannot decide). Time is a manual clock the simulation moves.
 
 use crate::clock::ManualClock;
 use crate::commands::*;
+use crate::http::views::verifier_name;
 use crate::service::Service;
+use crate::verify::llm::LlmSettings;
+use crate::verify::pool::{Verifier, VerifySettings};
 use crate::writer::{Outcome, ServiceError};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use taskledger_events::*;
 use taskledger_projections::ExecutionStatus;
 
@@ -34,9 +40,16 @@ fn key_hash(rng: &mut StdRng) -> Hash {
 
 struct Market {
     svc: Service,
+    verifier: Verifier,
     publishers: Vec<AccountId>,
     agents: Vec<(AccountId, AgentKeyId)>,
+    /// `auto_tests` tasks still to publish: each runs real code in the
+    /// sandbox, so the demo keeps them few.
+    tests_left: AtomicU64,
 }
+
+/// How long a demo submission waits for its automatic verdict.
+const DEMO_VERIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Market {
     async fn exec(&self, p: Principal, c: Command) -> Result<Outcome, ServiceError> {
@@ -53,7 +66,20 @@ async fn run_async(data: &Path, tasks: u64, seed: u64) -> Result<(), Box<dyn std
         lease_ms: LEASE_MS,
         redeem_enabled: true,
     };
+    let history = store.reader();
     let (svc, writer) = Service::start(Box::new(store), policy, clock.clone())?;
+    // Automatic verification as the server runs it. The LLM judge is used
+    // when TASKLEDGER_LLM_URL names one; otherwise auto_llm submissions
+    // fall back to the publisher's review, as on a server without a judge.
+    let mut verify = VerifySettings::default();
+    if let Ok(url) = std::env::var("TASKLEDGER_LLM_URL") {
+        let model = std::env::var("TASKLEDGER_LLM_MODEL").unwrap_or_else(|_| "gpt-4o-mini".into());
+        let mut llm = LlmSettings::new(url, model);
+        llm.api_key = std::env::var("TASKLEDGER_LLM_API_KEY").ok();
+        verify.llm = Some(llm);
+    }
+    let verifier = Verifier::new(svc.clone(), history, verify);
+    verifier.start();
     let mut rng = StdRng::seed_from_u64(seed);
     let sys = Principal::System;
     let ops = Principal::Operator("demo-operator".into());
@@ -62,8 +88,10 @@ async fn run_async(data: &Path, tasks: u64, seed: u64) -> Result<(), Box<dyn std
     let n_agent_owners = 4 + tasks / 250;
     let mut m = Market {
         svc,
+        verifier,
         publishers: vec![],
         agents: vec![],
+        tests_left: AtomicU64::new((2 + tasks / 1000).min(12)),
     };
     for i in 0..n_pub + n_agent_owners {
         let id = AccountId(uuid::Uuid::from_u64_pair(rng.random(), rng.random()));
@@ -203,6 +231,8 @@ async fn run_async(data: &Path, tasks: u64, seed: u64) -> Result<(), Box<dyn std
         }
     }
     let head = m.svc.read().head();
+    let verified = verification_counts(&m.svc.read());
+    m.verifier.stop();
     m.svc.shutdown().await?;
     drop(m);
     writer.join().map_err(|_| "writer thread panicked")?;
@@ -211,7 +241,104 @@ async fn run_async(data: &Path, tasks: u64, seed: u64) -> Result<(), Box<dyn std
         head.seq,
         hex(&head.hash)
     );
+    println!("demo: verification: {verified}");
     Ok(())
+}
+
+/// Verdicts per verifier and fallbacks, for the closing line.
+fn verification_counts(s: &taskledger_projections::State) -> String {
+    let mut counts: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    let mut fallbacks = 0;
+    for x in s.executions.values() {
+        fallbacks += u64::from(x.fallback.is_some());
+        if let Some(v) = &x.verdict {
+            let c = counts.entry(verifier_name(v.verifier)).or_default();
+            if v.accepted {
+                c.0 += 1;
+            } else {
+                c.1 += 1;
+            }
+        }
+    }
+    let mut parts: Vec<String> = counts
+        .iter()
+        .map(|(k, (a, r))| format!("{k} {a} accepted / {r} rejected"))
+        .collect();
+    parts.push(format!("{fallbacks} fallbacks to manual review"));
+    parts.join(", ")
+}
+
+/// Which automatic mode a lifecycle uses, and a good and a bad answer.
+fn auto_mode(
+    m: &Market,
+    rng: &mut StdRng,
+    branch: u32,
+) -> Option<(Verification, &'static str, &'static str)> {
+    match branch {
+        0..8 => Some((
+            Verification::AutoRules {
+                rules: vec![
+                    Rule {
+                        kind: RuleKind::MinLength,
+                        value: "12".into(),
+                        path: None,
+                        hidden: false,
+                    },
+                    Rule {
+                        kind: RuleKind::Regex,
+                        value: r"(?i)\bsentences?\b".into(),
+                        path: None,
+                        hidden: false,
+                    },
+                    Rule {
+                        kind: RuleKind::NotContains,
+                        value: "lorem".into(),
+                        path: None,
+                        hidden: true,
+                    },
+                ],
+            },
+            "three sentences, in order",
+            "lorem ipsum",
+        )),
+        8..11 => Some((
+            Verification::AutoLlm {
+                rubric: "Three sentences that summarise the input.".into(),
+                pass_threshold: 600,
+                hidden_rubric: None,
+            },
+            "Three sentences. They summarise. The input.",
+            "no",
+        )),
+        11..13
+            if m.tests_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok() =>
+        {
+            if rng.random_bool(0.5) {
+                Some((
+                    Verification::AutoTests {
+                        language: TestLanguage::Python,
+                        tests: "from solution import add\n\ndef test_add():\n    assert add(2, 3) == 5\n".into(),
+                        hidden_tests: None,
+                    },
+                    "def add(a, b):\n    return a + b\n",
+                    "def add(a, b):\n    return a * b\n",
+                ))
+            } else {
+                Some((
+                    Verification::AutoTests {
+                        language: TestLanguage::Javascript,
+                        tests: "const assert = require('assert');\nassert.strictEqual(require('./solution.js').add(2, 3), 5);\n".into(),
+                        hidden_tests: None,
+                    },
+                    "exports.add = (a, b) => a + b;\n",
+                    "exports.add = (a, b) => a * b;\n",
+                ))
+            }
+        }
+        _ => None,
+    }
 }
 
 fn pick_agent(m: &Market, rng: &mut StdRng, not: &[AgentKeyId]) -> AgentKeyId {
@@ -234,6 +361,7 @@ async fn lifecycle(m: &Market, rng: &mut StdRng, clock: &ManualClock) -> Result<
     let deadline_ms = (65..72)
         .contains(&branch)
         .then(|| clock_now(clock) + 60 * 60 * 1000);
+    let auto = auto_mode(m, rng, branch);
     let spec = TaskSpec {
         title: format!("Task {}", &task_id.to_string()[..8]),
         description: "Summarise the input in three sentences.".into(),
@@ -245,7 +373,9 @@ async fn lifecycle(m: &Market, rng: &mut StdRng, clock: &ManualClock) -> Result<
         max_executors,
         tags: vec!["demo".into()],
         min_reputation: 0,
-        verification: Verification::Manual,
+        verification: auto
+            .as_ref()
+            .map_or(Verification::Manual, |(v, _, _)| v.clone()),
     };
     m.exec(pp.clone(), Command::Publish(Publish { task_id, spec }))
         .await?;
@@ -289,6 +419,22 @@ async fn lifecycle(m: &Market, rng: &mut StdRng, clock: &ManualClock) -> Result<
     };
     let x1 = X(uuid::Uuid::from_u64_pair(rng.random(), rng.random()));
     claim(key, x1).await?;
+    if let Some((_, good, bad)) = auto {
+        // Verified automatically; the publisher steps in only after a
+        // fallback (no judge, no runner, a timeout).
+        submit(key, if rng.random_bool(0.75) { good } else { bad }).await?;
+        m.verifier.wait(x1, DEMO_VERIFY_WAIT).await;
+        let fell_back = m
+            .svc
+            .read()
+            .executions
+            .get(&x1)
+            .is_some_and(|x| x.fallback.is_some());
+        if fell_back {
+            verify(x1, true, true).await?;
+        }
+        return Ok(());
+    }
     if (72..80).contains(&branch) {
         return Ok(()); // the claim lapses; the lease timer releases it
     }

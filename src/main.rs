@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the market: REST API, SSE, metrics and timers over an embedded sled log.
-    Serve(taskledger::http::settings::Settings),
+    Serve(Box<taskledger::http::settings::Settings>),
     /// Serve the MCP tools on stdio as a client of a market's REST API.
     Mcp {
         /// The market's REST API.
@@ -106,7 +106,7 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(taskledger::http::serve(settings))?;
+            runtime.block_on(taskledger::http::serve(*settings))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Mcp { api_url, api_key } => {

@@ -26,6 +26,7 @@ pub mod views;
 
 use crate::clock::{Clock, SystemClock};
 use crate::service::Service;
+use crate::verify::pool::Verifier;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -65,6 +66,8 @@ pub struct Inner {
     pub mcp_cancel: tokio_util::sync::CancellationToken,
     pub mcp_sessions:
         Arc<rmcp::transport::streamable_http_server::session::local::LocalSessionManager>,
+    /// Automatic verification; submit waits on it.
+    pub verifier: Verifier,
 }
 
 impl std::ops::Deref for AppState {
@@ -83,6 +86,7 @@ impl AppState {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let settings_mcp = settings.clone();
+        let verifier = Verifier::new(service.clone(), history.clone(), settings.verify());
         let limiter = NonZeroU32::new(settings.rate_limit_per_min)
             .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
         AppState(Arc::new(Inner {
@@ -96,6 +100,7 @@ impl AppState {
             shutdown,
             mcp_cancel: tokio_util::sync::CancellationToken::new(),
             mcp_sessions: Arc::new(mcp_session_manager(&settings_mcp)),
+            verifier,
         }))
     }
 
@@ -482,7 +487,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data = %settings.data.display(), head_seq = service.read().head_seq, "taskledger listening");
     let timers = tokio::spawn(timers::run(state.clone()));
+    state.verifier.start();
     let mcp_cancel = state.mcp_cancel.clone();
+    let verifier_stop = state.verifier.clone();
     let router = app(state);
     let svc = service.clone();
     let mut stopped = stop_rx;
@@ -494,6 +501,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|s| *s).await;
             mcp_cancel.cancel();
+            // Submit calls waiting for a verdict answer now (pending), and
+            // jobs in flight are dropped: the next start verifies them again.
+            verifier_stop.stop();
         })
         .await;
         timers.abort();

@@ -2,8 +2,12 @@
 //! environment variable, with the defaults operators rely on.
 
 use crate::commands::Policy;
+use crate::verify::llm::LlmSettings;
+use crate::verify::pool::VerifySettings;
+use crate::verify::sandbox;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -65,6 +69,38 @@ pub struct Settings {
     /// An MCP session idle this long is closed.
     #[arg(long, env = "TASKLEDGER_MCP_SESSION_IDLE_SECS", default_value_t = 300)]
     pub mcp_session_idle_secs: u64,
+    /// Automatic verifications (rules, sandboxed tests, LLM judge) at once.
+    #[arg(long, env = "TASKLEDGER_VERIFY_WORKERS", default_value_t = 2)]
+    pub verify_workers: usize,
+    /// How long a submit to an automatic task waits for its verdict before
+    /// it answers with the pending execution (the verdict still lands).
+    #[arg(long, env = "TASKLEDGER_VERIFY_WAIT_MS", default_value_t = 30_000)]
+    pub verify_wait_ms: u64,
+    /// Wall-clock limit of an `auto_tests` run; past it, manual review.
+    #[arg(long, env = "TASKLEDGER_TESTS_TIMEOUT_SECS", default_value_t = 15)]
+    pub tests_timeout_secs: u64,
+    /// Memory limit of an `auto_tests` run.
+    #[arg(long, env = "TASKLEDGER_TESTS_MEMORY_MIB", default_value_t = 256)]
+    pub tests_memory_mib: u64,
+    /// OpenAI-compatible base URL of the `auto_llm` judge (`{url}/chat/completions`).
+    /// Unset: `auto_llm` submissions fall back to manual review.
+    #[arg(long, env = "TASKLEDGER_LLM_URL")]
+    pub llm_url: Option<String>,
+    /// Bearer key of the judge endpoint.
+    #[arg(long, env = "TASKLEDGER_LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+    /// The judge model.
+    #[arg(long, env = "TASKLEDGER_LLM_MODEL", default_value = "gpt-4o-mini")]
+    pub llm_model: String,
+    /// Seconds a judge call may take.
+    #[arg(long, env = "TASKLEDGER_LLM_TIMEOUT_SECS", default_value_t = 20)]
+    pub llm_timeout_secs: u64,
+    /// Rewards above this many credits need two judges, both passing.
+    #[arg(long, env = "TASKLEDGER_LLM_TWO_JUDGES_ABOVE", default_value_t = 100)]
+    pub llm_two_judges_above: u64,
+    /// The judge may cost at most this percentage of the reward.
+    #[arg(long, env = "TASKLEDGER_LLM_COST_CAP_PERCENT", default_value_t = 10)]
+    pub llm_cost_cap_percent: u64,
 }
 
 impl Default for Settings {
@@ -85,11 +121,42 @@ impl Default for Settings {
             mcp_allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             mcp_sessions_max: 1000,
             mcp_session_idle_secs: 300,
+            verify_workers: 2,
+            verify_wait_ms: 30_000,
+            tests_timeout_secs: 15,
+            tests_memory_mib: 256,
+            llm_url: None,
+            llm_api_key: None,
+            llm_model: "gpt-4o-mini".into(),
+            llm_timeout_secs: 20,
+            llm_two_judges_above: 100,
+            llm_cost_cap_percent: 10,
         }
     }
 }
 
 impl Settings {
+    pub fn verify(&self) -> VerifySettings {
+        let llm = self.llm_url.as_ref().map(|url| {
+            let mut l = LlmSettings::new(url.clone(), self.llm_model.clone());
+            l.api_key = self.llm_api_key.clone();
+            l.timeout = Duration::from_secs(self.llm_timeout_secs.max(1));
+            l.two_judges_above = self.llm_two_judges_above;
+            l.cost_cap_percent = self.llm_cost_cap_percent;
+            l
+        });
+        VerifySettings {
+            workers: self.verify_workers.max(1),
+            wait: Duration::from_millis(self.verify_wait_ms),
+            tests: sandbox::Limits {
+                wall: Duration::from_secs(self.tests_timeout_secs.max(1)),
+                memory_bytes: self.tests_memory_mib.saturating_mul(1024 * 1024),
+                ..sandbox::Limits::default()
+            },
+            llm,
+        }
+    }
+
     pub fn policy(&self) -> Policy {
         Policy {
             signup_gift: self.signup_gift,

@@ -481,7 +481,11 @@ pub struct SubmitBody {
     pub result_metadata: Option<Value>,
 }
 
-/// Submit the result of the caller's active execution of the task.
+/// Submit the result of the caller's active execution of the task. For an
+/// automatic task the answer carries the verdict (`auto_verified`, `status`,
+/// `score`, `verification_detail`) or the fallback reason, when it comes
+/// within `TASKLEDGER_VERIFY_WAIT_MS`; otherwise the execution is still
+/// `submitted` and the verdict lands later (see `GET /executions/{id}`).
 #[utoipa::path(post, path = "/tasks/{id}/submit", tag = "tasks", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "task id")),
     request_body = SubmitBody,
@@ -515,6 +519,18 @@ pub async fn submit(
             _ => None,
         })
         .ok_or_else(|| ApiError::bad_request("submit produced no result"))?;
+    // An automatic task finalizes on submit: wait (bounded) for the
+    // verdict or fallback; past the bound the execution is still
+    // `submitted` and the verdict lands later.
+    let auto = app
+        .service
+        .read()
+        .tasks
+        .get(&task_id)
+        .is_some_and(|t| !t.spec.verification.is_manual());
+    if auto {
+        app.verifier.wait(id, app.verifier.settings().wait).await;
+    }
     let state = app.service.read();
     Ok(Json(execution_of(&app, &state, id)?))
 }

@@ -15,10 +15,10 @@ use crate::commands::{Command, ExpireDeadline, ExpireLease};
 use crate::error::DomainError;
 use crate::writer::ServiceError;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::RwLockReadGuard;
 use std::time::Duration;
 use taskledger_events::{Event, ExecutionId, Principal, TaskId};
 use taskledger_projections::{ExecutionStatus, State};
-use std::sync::RwLockReadGuard;
 use tokio::sync::broadcast::error::RecvError;
 
 type ViewGuard<'v> = RwLockReadGuard<'v, State>;
@@ -88,7 +88,11 @@ impl Queue {
             }
             // A deadline that passed while executions were active may now apply.
             Event::TaskReopened(r) => {
-                if let Some(d) = view().tasks.get(&r.task_id).and_then(|t| t.spec.deadline_ms) {
+                if let Some(d) = view()
+                    .tasks
+                    .get(&r.task_id)
+                    .and_then(|t| t.spec.deadline_ms)
+                {
                     self.push(d, Due::Deadline(r.task_id));
                 }
             }
@@ -241,7 +245,9 @@ mod tests {
             result_metadata: None,
             result_hash: [0; 32],
         });
-        q.learn(&submitted, || -> ViewGuard<'_> { unreachable!("no view needed") });
+        q.learn(&submitted, || -> ViewGuard<'_> {
+            unreachable!("no view needed")
+        });
         assert_eq!(q.pop_due(u64::MAX), vec![Due::Lease(b)]);
         assert!(q.leases.is_empty());
     }

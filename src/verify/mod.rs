@@ -5,7 +5,9 @@
 //! - [`rules`]: `auto_rules`, pure and linear-time.
 //! - [`sandbox`]: `auto_tests`, untrusted code in a sandbox.
 //! - [`llm`]: `auto_llm`, an OpenAI-compatible judge.
+//! - [`pool`]: the worker pool that runs them and records the verdicts.
 
 pub mod llm;
+pub mod pool;
 pub mod rules;
 pub mod sandbox;

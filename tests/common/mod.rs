@@ -27,6 +27,8 @@ pub struct Server {
     running: Option<Running>,
     pub base: String,
     pub http: reqwest::Client,
+    /// What it was started with, for [`Server::restart`].
+    settings: Settings,
     _dir: tempfile::TempDir,
 }
 
@@ -126,7 +128,7 @@ impl Server {
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut s = settings(&dir.path().join("data"));
         tweak(&mut s);
-        let running = start(s).await.expect("the server starts");
+        let running = start(s.clone()).await.expect("the server starts");
         let base = format!("http://{}", running.addr);
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -137,8 +139,23 @@ impl Server {
             running: Some(running),
             base,
             http,
+            settings: s,
             _dir: dir,
         }
+    }
+
+    /// Stop gracefully and start again on the same data dir, with the same
+    /// settings changed by `tweak` (a new port).
+    pub async fn restart(&mut self, tweak: impl FnOnce(&mut Settings)) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("a clean stop");
+        }
+        tweak(&mut self.settings);
+        let running = start(self.settings.clone())
+            .await
+            .expect("the server starts again");
+        self.base = format!("http://{}", running.addr);
+        self.running = Some(running);
     }
 
     /// The running server (for its service handle).
