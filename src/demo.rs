@@ -78,7 +78,7 @@ async fn run_async(data: &Path, tasks: u64, seed: u64) -> Result<(), Box<dyn std
         llm.api_key = std::env::var("TASKLEDGER_LLM_API_KEY").ok();
         verify.llm = Some(llm);
     }
-    let verifier = Verifier::new(svc.clone(), history, verify);
+    let verifier = Verifier::new(svc.clone(), history, verify, None);
     verifier.start();
     let mut rng = StdRng::seed_from_u64(seed);
     let sys = Principal::System;

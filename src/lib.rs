@@ -9,6 +9,7 @@
 //! - [`http`]: the REST API, SSE, metrics and timers (`taskledger serve`).
 //! - [`mcp`]: the MCP tools over stdio and Streamable HTTP (rmcp).
 //! - [`audit`]: offline replay of a data dir or an export: chain, rules, conservation.
+//! - [`risk`]: the risk-rules seam (register, publish, claim, settle hooks).
 //! - [`verify`]: automatic verification (rules, sandboxed tests, LLM judge).
 
 #![deny(clippy::unwrap_used)]
@@ -21,6 +22,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod mcp;
+pub mod risk;
 pub mod service;
 pub mod verify;
 pub mod writer;

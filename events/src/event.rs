@@ -176,6 +176,9 @@ pub enum RiskKind {
     RapidSignupCluster,
     CollusionSuspected,
     OperatorHold,
+    /// The remote risk engine could not be asked about an accepted
+    /// settlement: the payout is held until it answers (fail closed).
+    RiskCheckUnavailable,
 }
 
 impl RiskKind {
@@ -185,6 +188,7 @@ impl RiskKind {
             RiskKind::RapidSignupCluster => "rapid_signup_cluster",
             RiskKind::CollusionSuspected => "collusion_suspected",
             RiskKind::OperatorHold => "operator_hold",
+            RiskKind::RiskCheckUnavailable => "risk_check_unavailable",
         }
     }
 }

@@ -12,6 +12,7 @@ mod cancel;
 mod claim;
 mod expire;
 mod fallback;
+mod flagged;
 mod grant;
 mod publish;
 mod redeem;
@@ -29,6 +30,7 @@ pub use cancel::Cancel;
 pub use claim::Claim;
 pub use expire::{ExpireDeadline, ExpireLease};
 pub use fallback::Fallback;
+pub use flagged::Flagged;
 pub use grant::Grant;
 pub use publish::{Publish, rule_regex, validate_spec};
 pub use redeem::Redeem;
@@ -88,6 +90,8 @@ pub enum Command {
     RaiseFlag(RaiseFlag),
     ReleaseFlag(ReleaseFlag),
     ConfirmFlag(ConfirmFlag),
+    /// A command with the risk flag an engine decided on it.
+    Flagged(Flagged),
 }
 
 impl Command {
@@ -112,6 +116,7 @@ impl Command {
             Command::RaiseFlag(_) => "raise_flag",
             Command::ReleaseFlag(_) => "release_flag",
             Command::ConfirmFlag(_) => "confirm_flag",
+            Command::Flagged(c) => c.command.name(),
         }
     }
 }
@@ -145,6 +150,7 @@ pub fn decide(state: &State, ctx: Ctx<'_>, command: &Command) -> Result<Vec<Even
         Command::RaiseFlag(c) => c.decide(state, ctx),
         Command::ReleaseFlag(c) => c.decide(state, ctx),
         Command::ConfirmFlag(c) => c.decide(state, ctx),
+        Command::Flagged(c) => c.decide(state, ctx),
     }
 }
 

@@ -90,7 +90,7 @@ pub async fn register(
     idem: IdempotencyKey,
     body: Body<RegisterBody>,
 ) -> ApiResult<(StatusCode, Json<Registered>)> {
-    let ip = addr.map(|a| a.ip().to_string());
+    let ip = addr.map(|a| a.to_string());
     app.check_rate_key(format!("ip:{}", ip.as_deref().unwrap_or("-")))?;
     let b = body.value;
     let (key, key_hash) = new_key("tlo_");
@@ -106,8 +106,10 @@ pub async fn register(
         compute_attestation: b.compute_attestation,
         metadata: b.metadata.map(|m| m.to_string()),
         key_hash,
-        client_addr: ip,
+        client_addr: ip.clone(),
     });
+    let decision = app.risk.register(ip.as_deref(), app.now_ms()).await;
+    let command = crate::risk::apply(decision, command, None, None, false)?;
     let out = app
         .service
         .execute(Principal::System, idem.with(body.fingerprint), command)

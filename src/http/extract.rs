@@ -11,7 +11,7 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use taskledger_events::{AccountId, AgentKeyId, Principal};
 
 /// Longest idempotency key accepted.
@@ -228,20 +228,55 @@ impl FromRequestParts<AppState> for Operator {
     }
 }
 
-/// The peer address of the connection, when the server recorded it.
-pub struct ClientAddr(pub Option<SocketAddr>);
+/// The client's address: the peer of the connection or, behind
+/// `trusted_proxy_hops` reverse proxies, the `X-Forwarded-For` entry that
+/// many places from the right (each trusted proxy appends the address it
+/// saw; entries further left are the client's own claims and not trusted).
+pub struct ClientAddr(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        Ok(ClientAddr(client_ip(
+            peer,
+            forwarded,
+            app.settings.trusted_proxy_hops,
+        )))
     }
+}
+
+/// See [`ClientAddr`]. With fewer forwarded entries than trusted hops, the
+/// left-most entry; with none, the peer; an unparsable entry is unknown.
+pub fn client_ip<'h>(
+    peer: Option<IpAddr>,
+    forwarded: impl Iterator<Item = &'h str>,
+    hops: usize,
+) -> Option<IpAddr> {
+    if hops == 0 {
+        return peer;
+    }
+    let entries: Vec<&str> = forwarded
+        .flat_map(|h| h.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    if entries.is_empty() {
+        return peer; // no proxy on this path
+    }
+    entries[entries.len().saturating_sub(hops)].parse().ok()
 }
 
 /// Query parameters, with the one error shape on bad input.
@@ -281,5 +316,27 @@ impl Page {
         let offset = usize::try_from(self.offset.unwrap_or(0))
             .map_err(|_| ApiError::invalid("offset", "too large"))?;
         Ok((limit as usize, offset))
+    }
+}
+
+#[cfg(test)]
+mod client_ip_tests {
+    use super::client_ip;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        s.parse().ok()
+    }
+
+    #[test]
+    fn trusted_hops_pick_the_entry_that_many_places_from_the_right() {
+        let peer = ip("10.0.0.1");
+        let xff = ["203.0.113.9, 198.51.100.7", "192.0.2.3"];
+        assert_eq!(client_ip(peer, xff.iter().copied(), 0), peer);
+        assert_eq!(client_ip(peer, xff.iter().copied(), 1), ip("192.0.2.3"));
+        assert_eq!(client_ip(peer, xff.iter().copied(), 2), ip("198.51.100.7"));
+        assert_eq!(client_ip(peer, xff.iter().copied(), 9), ip("203.0.113.9"));
+        assert_eq!(client_ip(peer, std::iter::empty(), 1), peer);
+        assert_eq!(client_ip(peer, ["not-an-ip"].into_iter(), 1), None);
     }
 }

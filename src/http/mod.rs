@@ -25,6 +25,7 @@ pub mod timers;
 pub mod views;
 
 use crate::clock::{Clock, SystemClock};
+use crate::risk::Risk;
 use crate::service::Service;
 use crate::verify::pool::Verifier;
 use anyhow::Context;
@@ -68,6 +69,8 @@ pub struct Inner {
         Arc<rmcp::transport::streamable_http_server::session::local::LocalSessionManager>,
     /// Automatic verification; submit waits on it.
     pub verifier: Verifier,
+    /// The risk engine's hooks.
+    pub risk: Arc<Risk>,
 }
 
 impl std::ops::Deref for AppState {
@@ -86,7 +89,13 @@ impl AppState {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let settings_mcp = settings.clone();
-        let verifier = Verifier::new(service.clone(), history.clone(), settings.verify());
+        let risk = Risk::new(service.clone(), settings.risk());
+        let verifier = Verifier::new(
+            service.clone(),
+            history.clone(),
+            settings.verify(),
+            Some(risk.clone()),
+        );
         let limiter = NonZeroU32::new(settings.rate_limit_per_min)
             .map(|n| RateLimiter::keyed(Quota::per_minute(n)));
         AppState(Arc::new(Inner {
@@ -101,6 +110,7 @@ impl AppState {
             mcp_cancel: tokio_util::sync::CancellationToken::new(),
             mcp_sessions: Arc::new(mcp_session_manager(&settings_mcp)),
             verifier,
+            risk,
         }))
     }
 
@@ -487,6 +497,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data = %settings.data.display(), head_seq = service.read().head_seq, "taskledger listening");
     let timers = tokio::spawn(timers::run(state.clone()));
+    let rechecks = tokio::spawn(state.risk.clone().run_rechecks());
     state.verifier.start();
     let mcp_cancel = state.mcp_cancel.clone();
     let verifier_stop = state.verifier.clone();
@@ -507,6 +518,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         })
         .await;
         timers.abort();
+        rechecks.abort();
         let drained = svc.shutdown().await;
         let joined = tokio::task::spawn_blocking(move || writer.join()).await;
         result.context("the HTTP server failed")?;

@@ -2,6 +2,7 @@
 //! environment variable, with the defaults operators rely on.
 
 use crate::commands::Policy;
+use crate::risk::{EngineKind, RiskSettings};
 use crate::verify::llm::LlmSettings;
 use crate::verify::pool::VerifySettings;
 use crate::verify::sandbox;
@@ -101,6 +102,51 @@ pub struct Settings {
     /// The judge may cost at most this percentage of the reward.
     #[arg(long, env = "TASKLEDGER_LLM_COST_CAP_PERCENT", default_value_t = 10)]
     pub llm_cost_cap_percent: u64,
+    /// Risk engine: `none`, `local` (built-in rules) or `remote` (HTTP).
+    #[arg(
+        long,
+        env = "TASKLEDGER_RISK_ENGINE",
+        value_enum,
+        default_value = "none"
+    )]
+    pub risk_engine: EngineKind,
+    /// URL the remote risk engine is POSTed to.
+    #[arg(long, env = "TASKLEDGER_RISK_REMOTE_URL")]
+    pub risk_remote_url: Option<String>,
+    /// Bearer key for the remote risk engine.
+    #[arg(long, env = "TASKLEDGER_RISK_REMOTE_KEY", hide_env_values = true)]
+    pub risk_remote_key: Option<String>,
+    /// How long a remote risk check may take.
+    #[arg(
+        long,
+        env = "TASKLEDGER_RISK_REMOTE_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
+    pub risk_remote_timeout_ms: u64,
+    /// How often payouts held for an unreachable remote engine are re-checked.
+    #[arg(long, env = "TASKLEDGER_RISK_RECHECK_MS", default_value_t = 60_000)]
+    pub risk_recheck_ms: u64,
+    /// Local rules: accounts younger than this many days ...
+    #[arg(long, env = "TASKLEDGER_RISK_YOUNG_ACCOUNT_DAYS", default_value_t = 7)]
+    pub risk_young_account_days: u64,
+    /// ... may publish rewards of at most this many credits.
+    #[arg(long, env = "TASKLEDGER_RISK_YOUNG_REWARD_CAP", default_value_t = 50)]
+    pub risk_young_reward_cap: u64,
+    /// Local rules: this many registrations from one address ...
+    #[arg(long, env = "TASKLEDGER_RISK_SIGNUP_MAX", default_value_t = 3)]
+    pub risk_signup_max: usize,
+    /// ... within this many minutes raise `rapid_signup_cluster`.
+    #[arg(long, env = "TASKLEDGER_RISK_SIGNUP_WINDOW_MINS", default_value_t = 30)]
+    pub risk_signup_window_mins: u64,
+    /// Local rules: completed tasks each way between two owners before a
+    /// payout between them raises `collusion_suspected`.
+    #[arg(long, env = "TASKLEDGER_RISK_RECIPROCAL_MIN", default_value_t = 2)]
+    pub risk_reciprocal_min: usize,
+    /// Reverse proxies in front of the server whose `X-Forwarded-For`
+    /// entries are trusted: the client address is the entry this many
+    /// places from the right. 0: the peer address of the connection.
+    #[arg(long, env = "TASKLEDGER_TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    pub trusted_proxy_hops: usize,
 }
 
 impl Default for Settings {
@@ -131,11 +177,37 @@ impl Default for Settings {
             llm_timeout_secs: 20,
             llm_two_judges_above: 100,
             llm_cost_cap_percent: 10,
+            risk_engine: EngineKind::None,
+            risk_remote_url: None,
+            risk_remote_key: None,
+            risk_remote_timeout_ms: 2000,
+            risk_recheck_ms: 60_000,
+            risk_young_account_days: 7,
+            risk_young_reward_cap: 50,
+            risk_signup_max: 3,
+            risk_signup_window_mins: 30,
+            risk_reciprocal_min: 2,
+            trusted_proxy_hops: 0,
         }
     }
 }
 
 impl Settings {
+    pub fn risk(&self) -> RiskSettings {
+        RiskSettings {
+            engine: self.risk_engine,
+            remote_url: self.risk_remote_url.clone(),
+            remote_key: self.risk_remote_key.clone(),
+            remote_timeout: Duration::from_millis(self.risk_remote_timeout_ms.max(1)),
+            recheck_every: Duration::from_millis(self.risk_recheck_ms.max(10)),
+            young_account: Duration::from_secs(self.risk_young_account_days.saturating_mul(86_400)),
+            young_reward_cap: self.risk_young_reward_cap,
+            signup_max: self.risk_signup_max.max(1),
+            signup_window: Duration::from_secs(self.risk_signup_window_mins.saturating_mul(60)),
+            reciprocal_min: self.risk_reciprocal_min.max(1),
+        }
+    }
+
     pub fn verify(&self) -> VerifySettings {
         let llm = self.llm_url.as_ref().map(|url| {
             let mut l = LlmSettings::new(url.clone(), self.llm_model.clone());

@@ -10,6 +10,7 @@ use super::views::{
 };
 use crate::commands::{Cancel, Claim, Command, Publish, Submit, Verify};
 use crate::error::FieldError;
+use crate::risk;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -251,18 +252,20 @@ pub async fn publish(
     idem: IdempotencyKey,
     body: Body<PublishBody>,
 ) -> ApiResult<(StatusCode, Json<TaskView>)> {
-    caller.require_owner()?;
+    let owner = caller.require_owner()?;
     let spec = body.value.into_spec()?;
+    let task_id = TaskId::random();
+    let decision = app.risk.publish(owner, spec.reward, app.now_ms()).await;
+    let command = risk::apply(
+        decision,
+        Command::Publish(Publish { task_id, spec }),
+        Some(owner),
+        Some(task_id),
+        false,
+    )?;
     let out = app
         .service
-        .execute(
-            caller.0.clone(),
-            idem.with(body.fingerprint),
-            Command::Publish(Publish {
-                task_id: TaskId::random(),
-                spec,
-            }),
-        )
+        .execute(caller.0.clone(), idem.with(body.fingerprint), command)
         .await?;
     let id = out
         .events()
@@ -444,15 +447,24 @@ pub async fn claim(
     Path(raw): Path<String>,
 ) -> ApiResult<(StatusCode, Json<ExecutionView>)> {
     let task_id: TaskId = parse_id(&raw, "id")?;
+    let claim = Command::Claim(Claim {
+        task_id,
+        execution_id: ExecutionId::random(),
+    });
+    let command = match caller.agent() {
+        Some(key) => {
+            let decision = app.risk.claim(key, task_id).await;
+            let owner = app.service.read().agent_keys.get(&key).map(|k| k.owner_id);
+            risk::apply(decision, claim, owner, Some(task_id), false)?
+        }
+        None => claim, // refused by the command: only agent keys claim
+    };
     let out = app
         .service
         .execute(
             caller.0.clone(),
             idem.with(fingerprint("POST", &format!("/tasks/{task_id}/claim"), b"")),
-            Command::Claim(Claim {
-                task_id,
-                execution_id: ExecutionId::random(),
-            }),
+            command,
         )
         .await?;
     let id = out
@@ -580,19 +592,30 @@ pub async fn verify(
         return Err(crate::error::DomainError::Validation(errors).into());
     }
     let execution_id = ExecutionId(b.execution_id);
+    let verify = Command::Verify(Verify {
+        task_id,
+        execution_id,
+        accepted: b.accepted,
+        feedback: b.feedback,
+        score,
+        reopen: b.reopen.unwrap_or(true),
+    });
+    // An accept pays: the risk engine's settle hook (a flag holds the
+    // payout; a settlement is never refused).
+    let command = if b.accepted {
+        let decision = app.risk.settle(task_id, execution_id).await;
+        let executor = app
+            .service
+            .read()
+            .executions
+            .get(&execution_id)
+            .map(|x| x.owner_id);
+        risk::apply(decision, verify, executor, Some(task_id), true)?
+    } else {
+        verify
+    };
     app.service
-        .execute(
-            caller.0.clone(),
-            idem.with(body.fingerprint),
-            Command::Verify(Verify {
-                task_id,
-                execution_id,
-                accepted: b.accepted,
-                feedback: b.feedback,
-                score,
-                reopen: b.reopen.unwrap_or(true),
-            }),
-        )
+        .execute(caller.0.clone(), idem.with(body.fingerprint), command)
         .await?;
     let state = app.service.read();
     let x = state

@@ -14,6 +14,7 @@
 use super::{llm, rules, sandbox};
 use crate::commands::{AutoVerdict, Command, Fallback};
 use crate::error::DomainError;
+use crate::risk::Risk;
 use crate::service::Service;
 use crate::writer::ServiceError;
 use std::collections::{HashMap, HashSet};
@@ -73,6 +74,7 @@ struct Inner {
     /// Ends the follower and every job (a hung judge or test run included),
     /// so a stopped server lets go of its data dir.
     stop: CancellationToken,
+    risk: Option<Arc<Risk>>,
 }
 
 /// What a job needs, read from the view and the log.
@@ -85,7 +87,13 @@ struct Job {
 }
 
 impl Verifier {
-    pub fn new(service: Service, history: SledReader, settings: VerifySettings) -> Self {
+    /// `risk`: the settle hook for accepted verdicts (`None`: no checks).
+    pub fn new(
+        service: Service,
+        history: SledReader,
+        settings: VerifySettings,
+        risk: Option<Arc<Risk>>,
+    ) -> Self {
         let slots = Semaphore::new(settings.workers.max(1));
         Verifier(Arc::new(Inner {
             service,
@@ -96,6 +104,7 @@ impl Verifier {
             inflight: Mutex::default(),
             waiters: Mutex::default(),
             stop: CancellationToken::new(),
+            risk,
         }))
     }
 
@@ -209,7 +218,11 @@ impl Verifier {
     /// One job: decide, then hand the verdict or fallback to the writer.
     async fn verify(&self, id: ExecutionId) {
         let command = match self.job(id) {
-            Ok(Some(job)) => self.decide(job).await,
+            Ok(Some(job)) => match self.decide(job).await {
+                // An accepted verdict pays: the risk engine's settle hook.
+                Command::AutoVerdict(v) if v.accepted => self.settle_checked(v).await,
+                other => other,
+            },
             Ok(None) => return,
             Err((task_id, why)) => Command::Fallback(Fallback {
                 task_id,
@@ -218,6 +231,31 @@ impl Verifier {
             }),
         };
         self.send(command).await;
+    }
+
+    async fn settle_checked(&self, v: AutoVerdict) -> Command {
+        let Some(risk) = &self.0.risk else {
+            return Command::AutoVerdict(v);
+        };
+        let decision = risk.settle(v.task_id, v.execution_id).await;
+        let owner = self
+            .0
+            .service
+            .read()
+            .executions
+            .get(&v.execution_id)
+            .map(|x| x.owner_id);
+        let task = v.task_id;
+        // A settlement is never refused (the work was accepted): `settle`
+        // answers allow or flag, and a flag holds the payout.
+        crate::risk::apply(
+            decision,
+            Command::AutoVerdict(v.clone()),
+            owner,
+            Some(task),
+            true,
+        )
+        .unwrap_or(Command::AutoVerdict(v))
     }
 
     fn job(&self, id: ExecutionId) -> Result<Option<Job>, (TaskId, String)> {
