@@ -116,7 +116,10 @@ EOF
 json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 register_key() {
-    rest_post /accounts/register "{\"type\":\"$1\",\"name\":\"$2\"}" | json_field api_key
+    # An agent account must declare its compute source.
+    local source=""
+    if [ "$1" = agent ]; then source=',"compute_source":"local_model"'; fi
+    rest_post /accounts/register "{\"type\":\"$1\",\"name\":\"$2\"$source}" | json_field api_key
 }
 
 agent_key() {

@@ -37,6 +37,10 @@ pub enum DomainError {
     ReputationTooLow { required: String, actual: String },
     #[error("{0}")]
     ComputeSourceRequired(String),
+    /// A declared compute source the market refuses outright (a consumer
+    /// subscription or OAuth login), as opposed to an unknown value (400).
+    #[error("{0}")]
+    ComputeSourceForbidden(String),
     #[error("{0}")]
     RiskDenied(String),
     #[error("{0} not found")]
@@ -68,6 +72,7 @@ impl DomainError {
             DomainError::Forbidden(_) => "forbidden",
             DomainError::ReputationTooLow { .. } => "reputation_too_low",
             DomainError::ComputeSourceRequired(_) => "compute_source_required",
+            DomainError::ComputeSourceForbidden(_) => "compute_source_forbidden",
             DomainError::RiskDenied(_) => "risk_denied",
             DomainError::NotFound(_) => "not_found",
             DomainError::Conflict(_) => "conflict",
@@ -89,6 +94,7 @@ impl DomainError {
             DomainError::Forbidden(_)
             | DomainError::ReputationTooLow { .. }
             | DomainError::ComputeSourceRequired(_)
+            | DomainError::ComputeSourceForbidden(_)
             | DomainError::RiskDenied(_) => 403,
             DomainError::NotFound(_) => 404,
             DomainError::Conflict(_)

@@ -203,7 +203,7 @@ async fn every_route_answers_each_kind_of_caller_as_the_table_says() {
             Method::POST,
             "/api/v1/accounts/register",
             "/accounts/register".into(),
-            Some(json!({"type": "agent", "name": "r"})),
+            Some(json!({"type": "agent", "name": "r", "compute_source": "local_model"})),
             [201; 8],
         ),
         row(

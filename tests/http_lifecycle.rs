@@ -790,9 +790,13 @@ async fn claims_of_own_tasks_by_owners_and_by_undeclared_keys_are_refused() {
     s.post_empty(&format!("/tasks/{task}/claim"), &bob.key)
         .await
         .expect_err(403, "forbidden");
-    // A key without a compute source.
+    // A key whose compute source is declared `unspecified`.
     let bare = s
-        .post("/accounts/me/agent-keys", &bob.key, json!({"name": "bare"}))
+        .post(
+            "/accounts/me/agent-keys",
+            &bob.key,
+            json!({"name": "bare", "compute_source": "unspecified"}),
+        )
         .await
         .expect(201);
     let bare_key = bare.body["api_key"].as_str().unwrap();

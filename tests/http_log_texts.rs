@@ -48,7 +48,11 @@ async fn register(url: &str, name: &str, kind: &str) -> String {
         url,
         "/accounts/register",
         None,
-        Some(json!({"type": kind, "name": name})),
+        // An agent account must declare its compute source.
+        Some(match kind {
+            "agent" => json!({"type": kind, "name": name, "compute_source": "local_model"}),
+            _ => json!({"type": kind, "name": name}),
+        }),
     )
     .await;
     v["api_key"].as_str().unwrap().to_owned()

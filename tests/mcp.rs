@@ -47,7 +47,7 @@ async fn accounts(url: &str) -> (String, String) {
         url,
         "/accounts/register",
         None,
-        json!({"type": "agent", "name": "Bob"}),
+        json!({"type": "agent", "name": "Bob", "compute_source": "local_model"}),
     )
     .await;
     let bob_key = bob["api_key"].as_str().unwrap();

@@ -199,6 +199,9 @@ pub struct AccountRegistered {
     pub kind: AccountKind,
     pub name: String,
     pub email: Option<String>,
+    /// The canonical declaration `<source>[:<token_plan>]` (for example
+    /// `local_model`, `token_plan_whitelist:openai_api`), as checked by the
+    /// service's `commands::compute`; absent for a human that declared none.
     pub compute_source: Option<String>,
     pub compute_attestation: Option<String>,
     /// JSON text.
@@ -220,6 +223,7 @@ pub struct AgentKeyIssued {
     pub key_id: AgentKeyId,
     pub owner_id: AccountId,
     pub name: String,
+    /// The canonical declaration, as in `AccountRegistered::compute_source`.
     pub compute_source: String,
     pub key_hash: Hash,
 }

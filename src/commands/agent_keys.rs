@@ -1,5 +1,9 @@
 //! `issue_agent_key` and `revoke_agent_key`: an owner's keys for its agents.
+//!
+//! Every key declares a compute source ([`ComputeSource::parse`]), stored
+//! in its canonical form; `unspecified` is accepted but cannot claim.
 
+use super::compute::ComputeSource;
 use super::{Ctx, Fields, caller_owner, limits};
 use crate::error::DomainError;
 use serde::{Deserialize, Serialize};
@@ -10,6 +14,7 @@ use taskledger_projections::State;
 pub struct IssueAgentKey {
     pub key_id: AgentKeyId,
     pub name: String,
+    /// A declaration `<source>[:<token_plan>]` (see `commands::compute`).
     pub compute_source: String,
     pub key_hash: Hash,
 }
@@ -19,12 +24,23 @@ impl IssueAgentKey {
         let owner = caller_owner(state, ctx)?;
         let mut f = Fields::default();
         f.text(&self.name, "name", true, limits::NAME_CHARS_MAX);
-        f.text(
-            &self.compute_source,
-            "compute_source",
-            true,
-            limits::COMPUTE_SOURCE_CHARS_MAX,
-        );
+        // A forbidden source is refused at once (403 beats 400).
+        let compute_source = match ComputeSource::parse(&self.compute_source) {
+            Ok(source) => {
+                f.text(
+                    &self.compute_source,
+                    "compute_source",
+                    true,
+                    limits::COMPUTE_SOURCE_CHARS_MAX,
+                );
+                source.canonical()
+            }
+            Err(DomainError::Validation(errors)) => {
+                f.extend(errors);
+                String::new()
+            }
+            Err(e) => return Err(e),
+        };
         f.finish()?;
         if owner.agent_keys.len() >= limits::AGENT_KEYS_PER_OWNER_MAX {
             return Err(DomainError::Conflict(format!(
@@ -43,7 +59,7 @@ impl IssueAgentKey {
             key_id: self.key_id,
             owner_id: owner.id,
             name: self.name.trim().to_owned(),
-            compute_source: self.compute_source.clone(),
+            compute_source,
             key_hash: self.key_hash,
         })])
     }
@@ -117,5 +133,32 @@ mod tests {
             .run(&Principal::Owner(alice), Command::IssueAgentKey(cmd))
             .unwrap_err();
         assert_eq!(err.code(), "validation_failed");
+    }
+
+    #[test]
+    fn a_whitelisted_plan_is_stored_canonical() {
+        // given a token plan declared loosely
+        let mut w = World::new();
+        let alice = w.owner("alice");
+        // when the key is issued
+        let key = w.agent_with_source(alice, "Token_Plan_Whitelist:OpenAI-API");
+        // then the log holds the canonical declaration, tier 2
+        let stored = &w.state.agent_keys[&key].compute_source;
+        assert_eq!(stored, "token_plan_whitelist:openai_api");
+        assert_eq!(crate::commands::compute::tier_of(Some(stored)), Some(2));
+    }
+
+    #[test]
+    fn a_consumer_subscription_is_forbidden_and_appends_nothing() {
+        let mut w = World::new();
+        let alice = w.owner("alice");
+        let head = w.state.head_seq;
+        let mut cmd = w.agent_cmd("bot");
+        cmd.compute_source = "claude max oauth".into();
+        let err = w
+            .run(&Principal::Owner(alice), Command::IssueAgentKey(cmd))
+            .unwrap_err();
+        assert_eq!(err.code(), "compute_source_forbidden");
+        assert_eq!(w.state.head_seq, head);
     }
 }

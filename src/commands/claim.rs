@@ -1,10 +1,11 @@
 //! `claim`: an agent key takes a slot on a task and holds it for a lease.
 
+use super::compute::ComputeSource;
 use super::{Ctx, caller_agent, task};
 use crate::error::DomainError;
 use serde::{Deserialize, Serialize};
 use taskledger_events::{Event, ExecutionId, TaskClaimed, TaskId};
-use taskledger_projections::{State, compute_source_declared, reputation::as_points};
+use taskledger_projections::{State, reputation::as_points};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
@@ -41,7 +42,7 @@ impl Claim {
                 "an agent key cannot claim a task of its own owner",
             ));
         }
-        if !compute_source_declared(&key.compute_source) {
+        if !ComputeSource::parse(&key.compute_source).is_ok_and(ComputeSource::may_claim) {
             return Err(DomainError::ComputeSourceRequired(
                 "this agent key has no declared compute source".into(),
             ));

@@ -6,10 +6,16 @@
 //! caller, so a decision can be replayed. One command, one file; each file
 //! holds its `decide` and its tests. The writer checks every produced event
 //! with `State::apply` before it appends it, so a refusal leaves nothing.
+//!
+//! Besides the commands, [`compute`] holds the compute-source rule (allowed
+//! sources, the token-plan whitelist, refused consumer subscriptions, tiers
+//! and the ranking bonus) that register, issue_agent_key, claim and the
+//! views share.
 
 mod agent_keys;
 mod cancel;
 mod claim;
+pub mod compute;
 mod expire;
 mod fallback;
 mod flagged;
@@ -231,6 +237,11 @@ impl Fields {
         if !ok {
             self.0.push(crate::error::FieldError::new(field, message));
         }
+    }
+
+    /// Errors found elsewhere (a parser's).
+    pub fn extend(&mut self, errors: impl IntoIterator<Item = crate::error::FieldError>) {
+        self.0.extend(errors);
     }
 
     /// A text field: at most `max_chars` characters, and not blank if required.

@@ -1,5 +1,10 @@
 //! `register`: a new owner account, its key, and the signup gift.
+//!
+//! An `agent` account must declare its compute source; a `human` one may
+//! omit it. A declared source goes through [`ComputeSource::parse`] and is
+//! stored in its canonical form.
 
+use super::compute::ComputeSource;
 use super::{Ctx, Fields, limits};
 use crate::error::DomainError;
 use serde::{Deserialize, Serialize};
@@ -31,9 +36,7 @@ impl Register {
             f.text(email, "email", true, limits::EMAIL_CHARS_MAX);
             f.check(email.contains('@'), "email", "must be an email address");
         }
-        if let Some(cs) = &self.compute_source {
-            f.text(cs, "compute_source", true, limits::COMPUTE_SOURCE_CHARS_MAX);
-        }
+        let compute_source = declared_source(&mut f, self.kind, self.compute_source.as_deref())?;
         if let Some(att) = &self.compute_attestation {
             f.text(
                 att,
@@ -60,7 +63,7 @@ impl Register {
             kind: self.kind,
             name: self.name.trim().to_owned(),
             email: self.email.clone(),
-            compute_source: self.compute_source.clone(),
+            compute_source,
             compute_attestation: self.compute_attestation.clone(),
             metadata: self.metadata.clone(),
             key_hash: self.key_hash,
@@ -79,10 +82,44 @@ impl Register {
     }
 }
 
+/// The canonical compute source to store, with field errors collected in
+/// `f`; a forbidden source is refused at once (403 beats 400).
+fn declared_source(
+    f: &mut Fields,
+    kind: AccountKind,
+    declared: Option<&str>,
+) -> Result<Option<String>, DomainError> {
+    let Some(declared) = declared else {
+        f.check(
+            kind != AccountKind::Agent,
+            "compute_source",
+            "an agent account must declare its compute source",
+        );
+        return Ok(None);
+    };
+    match ComputeSource::parse(declared) {
+        Ok(source) => {
+            f.text(
+                declared,
+                "compute_source",
+                true,
+                limits::COMPUTE_SOURCE_CHARS_MAX,
+            );
+            Ok(Some(source.canonical()))
+        }
+        Err(DomainError::Validation(errors)) => {
+            f.extend(errors);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use crate::commands::testkit::World;
+    use crate::commands::{Command, testkit::World};
     use crate::error::DomainError;
+    use taskledger_events::AccountKind;
 
     #[test]
     fn registration_grants_the_signup_gift() {
@@ -110,6 +147,55 @@ mod tests {
         };
         let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(names, ["name", "email"]);
+    }
+
+    #[test]
+    fn an_agent_account_must_declare_a_compute_source() {
+        // given an agent account without a compute source
+        let mut w = World::new();
+        let mut cmd = w.register_cmd("bot-owner");
+        cmd.kind = AccountKind::Agent;
+        // when it registers, then compute_source is named
+        let err = w.run_system(Command::Register(cmd.clone())).unwrap_err();
+        let DomainError::Validation(fields) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(fields[0].field, "compute_source");
+        // and with one declared (in any spelling) it is stored canonical
+        cmd.compute_source = Some(" Local-Model ".into());
+        let id = cmd.account_id;
+        w.run_system(Command::Register(cmd)).unwrap();
+        assert_eq!(
+            w.state.owners[&id].compute_source.as_deref(),
+            Some("local_model")
+        );
+    }
+
+    #[test]
+    fn a_human_may_omit_it_but_not_declare_a_subscription() {
+        let mut w = World::new();
+        w.owner("alice");
+        let mut cmd = w.register_cmd("carol");
+        cmd.compute_source = Some("ChatGPT Plus".into());
+        let err = w.run_system(Command::Register(cmd)).unwrap_err();
+        assert_eq!(
+            (err.code(), err.status()),
+            ("compute_source_forbidden", 403)
+        );
+    }
+
+    #[test]
+    fn an_unknown_source_is_reported_with_other_bad_fields() {
+        let mut w = World::new();
+        let mut cmd = w.register_cmd("x");
+        cmd.name = " ".into();
+        cmd.compute_source = Some("gpu_farm".into());
+        let DomainError::Validation(fields) = w.run_system(Command::Register(cmd)).unwrap_err()
+        else {
+            panic!()
+        };
+        let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(names, ["name", "compute_source"]);
     }
 
     #[test]

@@ -8,7 +8,9 @@ use super::extract::{
     Body, Caller, ClientAddr, IdempotencyKey, Page, Query, fingerprint, parse_id,
 };
 use super::views::{self, AgentKeyView, Balances, LedgerRowView, Profile};
-use crate::commands::{Command, IssueAgentKey, Redeem, Register, RevokeAgentKey, RotateKey};
+use crate::commands::{
+    Command, IssueAgentKey, Redeem, Register, RevokeAgentKey, RotateKey, compute,
+};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -62,9 +64,20 @@ pub struct RegisterBody {
     /// 1-100 characters.
     pub name: String,
     pub email: Option<String>,
-    /// How the account's agents get compute: `local_model`, `payg_api_key`,
-    /// `platform_credit`, `token_plan_whitelist`.
+    /// How the account's agents get compute: `local_model` (tier 1),
+    /// `payg_api_key` (tier 2), `token_plan_whitelist` (tier 2, with
+    /// `token_plan`), `platform_credit` (tier 3) or `unspecified`. Required
+    /// for `type: agent`. Case and separators are normalised. A consumer
+    /// subscription or OAuth login (Claude Pro/Max, ChatGPT Plus/Pro/Team,
+    /// Gemini Advanced, Copilot Pro, ...) is refused with 403
+    /// `compute_source_forbidden`; any other unknown value is 400.
     pub compute_source: Option<String>,
+    /// With `compute_source: token_plan_whitelist` only: one of
+    /// `openai_api`, `openai_scale_tier`, `anthropic_api`, `azure_openai`,
+    /// `aws_bedrock`, `google_vertex_ai`, `google_gemini_api`,
+    /// `mistral_api`, `deepseek_api` (a whitelist of pay-as-you-go and
+    /// enterprise API plans). Stored as `token_plan_whitelist:<plan>`.
+    pub token_plan: Option<String>,
     pub compute_attestation: Option<String>,
     /// Any JSON, at most 16 KiB.
     #[schema(value_type = Option<Object>)]
@@ -80,10 +93,14 @@ pub struct Registered {
     pub api_key: Option<String>,
 }
 
-/// Register an owner account; grants the signup gift.
+/// Register an owner account; grants the signup gift. An `agent` account
+/// must declare a compliant compute source.
 #[utoipa::path(post, path = "/accounts/register", tag = "accounts",
     request_body = RegisterBody,
-    responses((status = 201, body = Registered), (status = 400, body = ApiError), (status = 429, body = ApiError)))]
+    responses((status = 201, body = Registered),
+        (status = 400, body = ApiError, description = "`validation_failed`, e.g. a missing or unknown `compute_source` or `token_plan`"),
+        (status = 403, body = ApiError, description = "`compute_source_forbidden`: a consumer subscription or OAuth login"),
+        (status = 429, body = ApiError)))]
 pub async fn register(
     State(app): State<AppState>,
     ClientAddr(addr): ClientAddr,
@@ -102,7 +119,7 @@ pub async fn register(
         },
         name: b.name,
         email: b.email,
-        compute_source: b.compute_source,
+        compute_source: compute::declaration(b.compute_source.as_deref(), b.token_plan.as_deref()),
         compute_attestation: b.compute_attestation,
         metadata: b.metadata.map(|m| m.to_string()),
         key_hash,
@@ -360,6 +377,8 @@ pub struct PublicProfile {
     pub kind: &'static str,
     pub name: String,
     pub compute_source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_plan: Option<String>,
     pub compute_tier: Option<u8>,
     pub reputation_score: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -389,6 +408,7 @@ pub async fn public_profile(
             kind: p.kind,
             name: p.name,
             compute_source: p.compute_source,
+            token_plan: p.token_plan,
             compute_tier: p.compute_tier,
             reputation_score: p.reputation_score,
             owner_id: None,
@@ -404,6 +424,7 @@ pub async fn public_profile(
             kind: "agent_key",
             name: v.name,
             compute_source: Some(v.compute_source),
+            token_plan: v.token_plan,
             compute_tier: v.compute_tier,
             reputation_score: v.reputation_score,
             owner_id: Some(k.owner_id.0),
@@ -420,15 +441,22 @@ pub async fn public_profile(
 pub struct AgentKeyBody {
     /// 1-100 characters.
     pub name: String,
-    /// `local_model`, `payg_api_key`, `platform_credit` or
-    /// `token_plan_whitelist`; a key without one cannot claim.
+    /// Required: `local_model`, `payg_api_key`, `token_plan_whitelist`
+    /// (with `token_plan`), `platform_credit`, or `unspecified` (accepted,
+    /// but such a key cannot claim). The same rules as at registration:
+    /// a consumer subscription or OAuth login is 403
+    /// `compute_source_forbidden`, any other unknown value 400.
     pub compute_source: Option<String>,
+    /// With `token_plan_whitelist` only; see `RegisterBody::token_plan`.
+    pub token_plan: Option<String>,
 }
 
 /// Issue an agent key (shown once).
 #[utoipa::path(post, path = "/accounts/me/agent-keys", tag = "accounts", security(("bearer" = [])),
     request_body = AgentKeyBody,
-    responses((status = 201, body = AgentKeyView), (status = 403, body = ApiError)))]
+    responses((status = 201, body = AgentKeyView),
+        (status = 400, body = ApiError, description = "`validation_failed`, e.g. a missing or unknown `compute_source` or `token_plan`"),
+        (status = 403, body = ApiError, description = "`forbidden` (not an owner key) or `compute_source_forbidden` (a consumer subscription or OAuth login)")))]
 pub async fn issue_agent_key(
     State(app): State<AppState>,
     caller: Caller,
@@ -446,7 +474,12 @@ pub async fn issue_agent_key(
             Command::IssueAgentKey(IssueAgentKey {
                 key_id: AgentKeyId::random(),
                 name: b.name,
-                compute_source: b.compute_source.unwrap_or_else(|| "unspecified".into()),
+                // A missing source is blank, which the command refuses.
+                compute_source: compute::declaration(
+                    b.compute_source.as_deref(),
+                    b.token_plan.as_deref(),
+                )
+                .unwrap_or_default(),
                 key_hash,
             }),
         )

@@ -17,6 +17,13 @@ pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
     pub error: String,
+    /// Stable: `bad_request`, `validation_failed` (400); `unauthorized`
+    /// (401); `insufficient_credits` (402); `forbidden`,
+    /// `reputation_too_low`, `compute_source_required`,
+    /// `compute_source_forbidden`, `risk_denied` (403); `not_found` (404);
+    /// `conflict`, `already_claimed`, `task_not_open`, `task_full` (409);
+    /// `too_large` (413); `rate_limited` (429); `overloaded`,
+    /// `unavailable` (503).
     pub code: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fields: Option<Vec<FieldError>>,

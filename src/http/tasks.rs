@@ -662,7 +662,11 @@ pub async fn cancel(
 pub struct Submission {
     #[serde(flatten)]
     pub execution: ExecutionView,
+    /// 1 for the best.
     pub rank: usize,
+    /// What the rank sorts on (descending): `agent_reputation` plus the
+    /// compute-tier bonus (tier 1 +2.0, tier 2 +0.5, tier 3 or none +0).
+    pub ranking_score: f64,
     pub agent_reputation: f64,
     pub compute_tier: Option<u8>,
 }
@@ -670,7 +674,8 @@ pub struct Submission {
 #[derive(Serialize, ToSchema)]
 pub struct SubmissionList {
     pub task_id: Uuid,
-    /// Ranked: reputation plus compute-tier bonus, then submit time.
+    /// Ranked: `ranking_score` (reputation plus compute-tier bonus)
+    /// descending, then the earlier submit time.
     pub submissions: Vec<Submission>,
 }
 
@@ -706,8 +711,9 @@ pub async fn submissions(
             Ok(Submission {
                 execution: app.execution_view(x)?,
                 rank: i + 1,
+                ranking_score: views::score_points(views::rank_score(&state, x)),
                 agent_reputation: key.map_or(0.0, |k| views::points(k.reputation)),
-                compute_tier: key.and_then(|k| views::compute_tier(Some(&k.compute_source))),
+                compute_tier: views::execution_tier(&state, x),
             })
         })
         .collect::<ApiResult<_>>()?;

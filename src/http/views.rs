@@ -6,7 +6,7 @@
 //! `AppState::execution_records`) and of who is looking. This is the one
 //! place that decides what a caller may see (task secrets are redacted here).
 
-use crate::commands::{Claim, Command, Ctx, Policy, decide};
+use crate::commands::{Claim, Command, Ctx, Policy, compute, decide};
 use serde::Serialize;
 use serde_json::Value;
 use taskledger_events::{
@@ -46,14 +46,26 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compute tier by source: 1 local, 2 pay-as-you-go or a whitelisted plan,
-/// 3 platform credit.
-pub fn compute_tier(source: Option<&str>) -> Option<u8> {
-    match source? {
-        "local_model" => Some(1),
-        "payg_api_key" | "token_plan_whitelist" => Some(2),
-        "platform_credit" => Some(3),
-        _ => None,
+/// A stored compute source as shown: its name, token plan and tier (the
+/// rule is `commands::compute`).
+struct ComputeView {
+    source: Option<String>,
+    token_plan: Option<String>,
+    tier: Option<u8>,
+}
+
+fn compute_view(stored: Option<&str>) -> ComputeView {
+    match stored.map(compute::describe) {
+        Some((source, token_plan, tier)) => ComputeView {
+            source: Some(source),
+            token_plan,
+            tier,
+        },
+        None => ComputeView {
+            source: None,
+            token_plan: None,
+            tier: None,
+        },
     }
 }
 
@@ -90,7 +102,14 @@ pub struct Profile {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// `local_model`, `payg_api_key`, `token_plan_whitelist`,
+    /// `platform_credit` or `unspecified`; absent for a human that declared none.
     pub compute_source: Option<String>,
+    /// The whitelisted plan of a `token_plan_whitelist` source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_plan: Option<String>,
+    /// 1 local model, 2 pay as you go or a whitelisted plan, 3 platform
+    /// credit; none for `unspecified`.
     pub compute_tier: Option<u8>,
     #[serde(flatten)]
     pub balances: Balances,
@@ -139,6 +158,7 @@ pub fn owner_reputation(state: &State, owner: &Owner) -> u16 {
 }
 
 pub fn owner_profile(state: &State, owner: &Owner, private: bool) -> Profile {
+    let c = compute_view(owner.compute_source.as_deref());
     Profile {
         id: owner.id.0,
         kind: match owner.kind {
@@ -147,8 +167,9 @@ pub fn owner_profile(state: &State, owner: &Owner, private: bool) -> Profile {
         },
         name: owner.name.clone(),
         email: if private { owner.email.clone() } else { None },
-        compute_source: owner.compute_source.clone(),
-        compute_tier: compute_tier(owner.compute_source.as_deref()),
+        compute_source: c.source,
+        token_plan: c.token_plan,
+        compute_tier: c.tier,
         balances: Balances::of(owner),
         reputation_score: points(owner_reputation(state, owner)),
         owner_id: None,
@@ -158,13 +179,15 @@ pub fn owner_profile(state: &State, owner: &Owner, private: bool) -> Profile {
 }
 
 pub fn agent_profile(owner: &Owner, key: &AgentKey) -> Profile {
+    let c = compute_view(Some(&key.compute_source));
     Profile {
         id: key.id.0,
         kind: "agent_key",
         name: key.name.clone(),
         email: None,
-        compute_source: Some(key.compute_source.clone()),
-        compute_tier: compute_tier(Some(&key.compute_source)),
+        compute_source: c.source,
+        token_plan: c.token_plan,
+        compute_tier: c.tier,
         balances: Balances::of(owner),
         reputation_score: points(key.reputation),
         owner_id: Some(owner.id.0),
@@ -177,7 +200,13 @@ pub fn agent_profile(owner: &Owner, key: &AgentKey) -> Profile {
 pub struct AgentKeyView {
     pub id: Uuid,
     pub name: String,
+    /// `local_model`, `payg_api_key`, `token_plan_whitelist`,
+    /// `platform_credit` or `unspecified`.
     pub compute_source: String,
+    /// The whitelisted plan of a `token_plan_whitelist` source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_plan: Option<String>,
+    /// 1, 2 or 3; none for `unspecified` (such a key cannot claim).
     pub compute_tier: Option<u8>,
     pub reputation_score: f64,
     pub counts: Counts,
@@ -189,11 +218,13 @@ pub struct AgentKeyView {
 }
 
 pub fn agent_key_view(k: &AgentKey, api_key: Option<String>) -> AgentKeyView {
+    let c = compute_view(Some(&k.compute_source));
     AgentKeyView {
         id: k.id.0,
         name: k.name.clone(),
-        compute_source: k.compute_source.clone(),
-        compute_tier: compute_tier(Some(&k.compute_source)),
+        compute_source: c.source.unwrap_or_default(),
+        token_plan: c.token_plan,
+        compute_tier: c.tier,
         reputation_score: points(k.reputation),
         counts: counts(k),
         revoked: k.revoked,
@@ -683,17 +714,38 @@ pub fn settlement(state: &State, x: &Execution) -> Vec<LedgerRowView> {
     rows
 }
 
-/// Ranking of a task's submissions for its publisher: reputation plus a
-/// compute-tier bonus (tier 1: +2.0, tier 2: +0.5), then submit time.
-pub fn rank_key(state: &State, x: &Execution) -> (i64, u64) {
-    let key = state.agent_keys.get(&x.agent_key_id);
-    let rep = key.map_or(0, |k| i64::from(k.reputation));
-    let bonus = match key.and_then(|k| compute_tier(Some(&k.compute_source))) {
-        Some(1) => 200,
-        Some(2) => 50,
-        _ => 0,
-    };
-    (-(rep + bonus), x.submitted_at_ms.unwrap_or(u64::MAX))
+/// The compute tier of the key that made an execution.
+pub fn execution_tier(state: &State, x: &Execution) -> Option<u8> {
+    let key = state.agent_keys.get(&x.agent_key_id)?;
+    compute::tier_of(Some(&key.compute_source))
+}
+
+/// An execution's ranking score for its publisher, in hundredths: the
+/// agent key's reputation plus its compute tier's bonus (tier 1 +2.0,
+/// tier 2 +0.5, tier 3 or none +0).
+pub fn rank_score(state: &State, x: &Execution) -> u32 {
+    let rep = state
+        .agent_keys
+        .get(&x.agent_key_id)
+        .map_or(0, |k| u32::from(k.reputation));
+    rep + u32::from(compute::tier_bonus_hundredths(execution_tier(state, x)))
+}
+
+/// Sort key of a task's submissions: score descending, then the earlier
+/// submit time (not yet submitted last), then the earlier claim, then the
+/// id, so the order is total and the same on every read.
+pub fn rank_key(state: &State, x: &Execution) -> (std::cmp::Reverse<u32>, u64, u64, Uuid) {
+    (
+        std::cmp::Reverse(rank_score(state, x)),
+        x.submitted_at_ms.unwrap_or(u64::MAX),
+        x.claimed_at_ms,
+        x.id.0,
+    )
+}
+
+/// Hundredths (of a ranking score) as points.
+pub fn score_points(hundredths: u32) -> f64 {
+    f64::from(hundredths) / 100.0
 }
 
 // ---- risk -----------------------------------------------------------------------

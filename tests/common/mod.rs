@@ -453,9 +453,13 @@ pub fn assert_error_shape(method: &Method, path: &str, status: u16, body: &Value
         Some("bad_request" | "validation_failed") => &[400, 405][..],
         Some("unauthorized") => &[401],
         Some("insufficient_credits") => &[402],
-        Some("forbidden" | "reputation_too_low" | "compute_source_required" | "risk_denied") => {
-            &[403]
-        }
+        Some(
+            "forbidden"
+            | "reputation_too_low"
+            | "compute_source_required"
+            | "compute_source_forbidden"
+            | "risk_denied",
+        ) => &[403],
         Some("not_found") => &[404],
         Some("conflict" | "already_claimed" | "task_not_open" | "task_full") => &[409],
         Some("too_large") => &[413],
