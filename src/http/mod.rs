@@ -480,8 +480,19 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         tracing::warn!(file = %moved.display(), "moved an incomplete sled snapshot aside");
     }
     let history = store.reader();
+    start_on(settings, Box::new(store), history).await
+}
+
+/// [`start`] over a store opened by the caller: the seam through which the
+/// storage-fault tests put a `FaultyStore` under a real server. `history`
+/// reads the same log (acknowledged records only).
+pub async fn start_on(
+    settings: Settings,
+    store: Box<dyn taskledger_events::LogStore>,
+    history: SledReader,
+) -> anyhow::Result<Running> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (service, writer) = Service::start(Box::new(store), settings.policy(), clock.clone())
+    let (service, writer) = Service::start(store, settings.policy(), clock.clone())
         .context("cannot load the market state")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = AppState::new(
