@@ -186,9 +186,9 @@ impl Writer {
     }
 
     fn process(&mut self, batch: Vec<Request>) {
-        if let Some(why) = &self.poisoned {
+        if let Some(why) = self.poisoned.as_deref().or(self.store.read_only()) {
             for r in batch {
-                let _ = r.reply.send(Err(ServiceError::Storage(why.clone())));
+                let _ = r.reply.send(Err(ServiceError::Storage(why.to_owned())));
             }
             return;
         }

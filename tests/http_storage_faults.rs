@@ -193,3 +193,66 @@ async fn a_corrupted_byte_is_refused_at_the_next_start_naming_its_seq() {
     let why = format!("{err:#}");
     assert!(why.contains("log corrupt at seq 2"), "{why}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_serves_the_records_before_the_damage_and_refuses_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut keys = Vec::new();
+    {
+        let running = start(settings(&data)).await.expect("start");
+        let c = Client::of(&running);
+        for name in ["a", "b", "c"] {
+            let (s, body) = c.register(name).await;
+            assert_eq!(s, 201);
+            keys.push(body["api_key"].as_str().expect("key").to_owned());
+        }
+        running.stop().await.expect("stop");
+    }
+    // Damage seq 4 (b's signup gift).
+    {
+        let mut f = FaultyStore::new(SledStore::open(&data).expect("open"));
+        f.flip_byte(4, 90).expect("flip");
+    }
+    let mut s = settings(&data);
+    s.read_only = true;
+    let running = start(s)
+        .await
+        .expect("a read-only start serves a damaged log");
+    let c = Client::of(&running);
+    // Seq 1-3 are served: a with its gift, b without (its gift was seq 4).
+    let (st, a) = c
+        .call(Method::GET, "/accounts/me", Some(&keys[0]), None)
+        .await;
+    assert_eq!((st, &a["gift_balance"]), (200, &json!(1000)), "{a}");
+    let (st, b) = c
+        .call(Method::GET, "/accounts/me", Some(&keys[1]), None)
+        .await;
+    assert_eq!((st, &b["gift_balance"]), (200, &json!(0)), "{b}");
+    // c (seq 5-6) is past the damage: unknown here.
+    let (st, _) = c
+        .call(Method::GET, "/accounts/me", Some(&keys[2]), None)
+        .await;
+    assert_eq!(st, 401);
+    // Every write is refused, naming why.
+    let (st, body) = c.register("d").await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (503, Some("unavailable")),
+        "{body}"
+    );
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains("seq 4"),
+        "{body}"
+    );
+    running
+        .stop()
+        .await
+        .expect("a read-only server stops cleanly");
+    // Nothing changed on disk: a normal start still refuses, naming seq 4.
+    let err = start(settings(&data)).await.err().expect("still refused");
+    assert!(
+        format!("{err:#}").contains("log corrupt at seq 4"),
+        "{err:#}"
+    );
+}

@@ -27,7 +27,7 @@ use crate::store::{
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Version of the sled layout described in the module doc, kept in `meta`.
 pub const STORE_FORMAT_VERSION: u32 = 1;
@@ -71,6 +71,8 @@ pub struct SledStore {
     acked: Arc<Mutex<Tail>>,
     tail: Tail,
     poisoned: Option<String>,
+    /// Set by [`SledStore::open_read_only`]: why every write is refused.
+    read_only: Option<String>,
     moved_aside: Vec<PathBuf>,
     stats: SledStats,
 }
@@ -98,9 +100,51 @@ impl SledStore {
             acked: Arc::new(Mutex::new(tail)),
             tail,
             poisoned: None,
+            read_only: None,
             moved_aside,
             stats: SledStats::default(),
         })
+    }
+
+    /// Open for read-only serving, even over a damaged log: as [`open`],
+    /// but a damaged tail cuts the log (for this handle) before the first
+    /// bad record instead of failing. Every append is refused; snapshots
+    /// are neither stored nor read past the cut. Returns the damage found,
+    /// if any, for the caller to report.
+    ///
+    /// [`open`]: SledStore::open
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<(Self, Option<StoreError>), StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        let db = open_sled(&dir)?;
+        let log = db.open_tree(LOG_TREE)?;
+        let meta = db.open_tree(META_TREE)?;
+        let snapshots = db.open_tree(SNAPSHOTS_TREE)?;
+        check_format(&db, &meta, &log)?;
+        let (tail, damage) = match open_tail(&log) {
+            Ok(tail) => (tail, None),
+            Err(e @ StoreError::Corrupt { seq, .. }) => (tail_before(&log, seq)?, Some(e)),
+            Err(e) => return Err(e),
+        };
+        let why = match &damage {
+            Some(e) => format!("the log is damaged ({e}); only the records before it are served"),
+            None => "opened read-only".to_owned(),
+        };
+        warn!(dir = %dir.display(), head_seq = tail.head.seq, %why, "log store opened read-only");
+        Ok((
+            SledStore {
+                dir,
+                db,
+                log,
+                snapshots,
+                acked: Arc::new(Mutex::new(tail)),
+                tail,
+                poisoned: None,
+                read_only: Some(why),
+                moved_aside: Vec::new(),
+                stats: SledStats::default(),
+            },
+            damage,
+        ))
     }
 
     /// The data directory.
@@ -128,7 +172,7 @@ impl SledStore {
     }
 
     fn usable(&self) -> Result<(), StoreError> {
-        match &self.poisoned {
+        match self.poisoned.as_ref().or(self.read_only.as_ref()) {
             Some(why) => Err(StoreError::Poisoned(why.clone())),
             None => Ok(()),
         }
@@ -203,11 +247,20 @@ impl LogStore for SledStore {
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
+        if self.read_only.is_some() && self.poisoned.is_none() {
+            return Ok(()); // nothing was written
+        }
         self.usable()?;
         self.flush_db()
     }
 
     fn put_snapshot(&mut self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        if self.read_only.is_some() {
+            // A snapshot is a cache of the log; a read-only handle keeps the
+            // data dir as it found it.
+            debug!(seq, "read-only: snapshot not stored");
+            return Ok(());
+        }
         self.usable()?;
         if seq > self.tail.head.seq {
             return Err(StoreError::rejected(
@@ -231,12 +284,20 @@ impl LogStore for SledStore {
         self.flush_db()
     }
 
+    fn read_only(&self) -> Option<&str> {
+        self.read_only.as_deref()
+    }
+
     fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         let Some((key, value)) = self.snapshots.last()? else {
             return Ok(None);
         };
         let seq = key_seq(&key)
             .ok_or_else(|| StoreError::Format(format!("snapshot key of {} bytes", key.len())))?;
+        if seq > self.tail.head.seq {
+            // Past a read-only cut: replay the valid prefix instead.
+            return Ok(None);
+        }
         Ok(Some((seq, value.to_vec())))
     }
 }
@@ -423,6 +484,27 @@ fn check_format(db: &sled::Db, meta: &sled::Tree, log: &sled::Tree) -> Result<()
             "the log holds records but meta has no format_version".into(),
         )),
     }
+}
+
+/// The tail of the log cut just before `seq` (read-only opens): the
+/// record at `seq - 1`, as stored.
+fn tail_before(log: &sled::Tree, seq: u64) -> Result<Tail, StoreError> {
+    if seq <= 1 {
+        return Ok(Tail::EMPTY);
+    }
+    let prev = seq - 1;
+    let bytes = log
+        .get(prev.to_be_bytes())?
+        .ok_or_else(|| StoreError::corrupt(prev, "missing before the damage"))?;
+    let raw =
+        crate::RawRecord::parse(&bytes).map_err(|e| StoreError::corrupt(prev, e.to_string()))?;
+    Ok(Tail {
+        head: Head {
+            seq: prev,
+            hash: raw.hash,
+        },
+        at_ms: raw.at_ms,
+    })
 }
 
 /// Read the last [`TAIL_VERIFY_RECORDS`] records and verify them.

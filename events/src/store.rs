@@ -185,6 +185,12 @@ pub trait LogStore: Send {
     /// The snapshot with the highest seq, if any.
     fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
 
+    /// Why this store takes no writes at all (opened read-only), if so. A
+    /// writer refuses commands up front instead of deciding them.
+    fn read_only(&self) -> Option<&str> {
+        None
+    }
+
     /// Iterate over records `from..=to` (clamped as in [`LogStore::scan`]) as
     /// owned `(seq, bytes)`, reading [`RANGE_CHUNK_RECORDS`] at a time.
     fn read_range(&self, from: u64, to: u64) -> RangeIter<'_>
@@ -219,6 +225,9 @@ impl<S: LogStore + ?Sized> LogStore for Box<S> {
     }
     fn latest_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         (**self).latest_snapshot()
+    }
+    fn read_only(&self) -> Option<&str> {
+        (**self).read_only()
     }
 }
 

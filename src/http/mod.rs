@@ -472,10 +472,27 @@ impl Running {
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     use taskledger_events::SledStore;
     let data = settings.data.clone();
+    if settings.read_only {
+        let (store, damage) = tokio::task::spawn_blocking(move || SledStore::open_read_only(&data))
+            .await
+            .context("the store opener panicked")?
+            .with_context(|| format!("cannot open the data dir {}", settings.data.display()))?;
+        if let Some(e) = damage {
+            tracing::error!(error = %e, "the log is damaged: serving the records before it, read-only");
+        }
+        let history = store.reader();
+        return start_on(settings, Box::new(store), history).await;
+    }
+    let data = settings.data.clone();
     let store = tokio::task::spawn_blocking(move || SledStore::open(&data))
         .await
         .context("the store opener panicked")?
-        .with_context(|| format!("cannot open the data dir {}", settings.data.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot open the data dir {} (to serve what precedes damage, read-only: --read-only)",
+                settings.data.display()
+            )
+        })?;
     for moved in store.moved_aside() {
         tracing::warn!(file = %moved.display(), "moved an incomplete sled snapshot aside");
     }
@@ -507,9 +524,27 @@ pub async fn start_on(
         .with_context(|| format!("cannot listen on {}", settings.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data = %settings.data.display(), head_seq = service.read().head_seq, "taskledger listening");
-    let timers = tokio::spawn(timers::run(state.clone()));
-    let rechecks = tokio::spawn(state.risk.clone().run_rechecks());
-    state.verifier.start();
+    // Nothing that writes runs on a read-only server.
+    let writes = !settings.read_only;
+    let timers = tokio::spawn({
+        let state = state.clone();
+        async move {
+            if writes {
+                timers::run(state).await;
+            }
+        }
+    });
+    let rechecks = tokio::spawn({
+        let risk = state.risk.clone();
+        async move {
+            if writes {
+                risk.run_rechecks().await;
+            }
+        }
+    });
+    if writes {
+        state.verifier.start();
+    }
     let mcp_cancel = state.mcp_cancel.clone();
     let verifier_stop = state.verifier.clone();
     let router = app(state);

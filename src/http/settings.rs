@@ -147,6 +147,11 @@ pub struct Settings {
     /// places from the right. 0: the peer address of the connection.
     #[arg(long, env = "TASKLEDGER_TRUSTED_PROXY_HOPS", default_value_t = 0)]
     pub trusted_proxy_hops: usize,
+    /// Serve reads only, refusing every write (503). Also serves a data dir
+    /// whose log is damaged, from the records before the first bad one,
+    /// which a normal start refuses to do.
+    #[arg(long, env = "TASKLEDGER_READ_ONLY", default_value_t = false)]
+    pub read_only: bool,
 }
 
 impl Default for Settings {
@@ -188,6 +193,7 @@ impl Default for Settings {
             risk_signup_window_mins: 30,
             risk_reciprocal_min: 2,
             trusted_proxy_hops: 0,
+            read_only: false,
         }
     }
 }
