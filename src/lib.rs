@@ -9,6 +9,7 @@
 //! - [`http`]: the REST API, SSE, metrics and timers (`taskledger serve`).
 //! - [`mcp`]: the MCP tools over stdio and Streamable HTTP (rmcp).
 //! - [`audit`]: offline replay of a data dir or an export: chain, rules, conservation.
+//! - [`flags`]: `taskledger flags`: risk-hold review against a data dir or a server.
 //! - [`verify`]: automatic verification (rules, sandboxed tests, LLM judge).
 
 #![deny(clippy::unwrap_used)]
@@ -19,6 +20,7 @@ pub mod clock;
 pub mod commands;
 pub mod demo;
 pub mod error;
+pub mod flags;
 pub mod http;
 pub mod mcp;
 pub mod service;
