@@ -107,7 +107,7 @@ fn json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
 }
 
-fn flag_in<'a>(list: &'a Value, id: FlagId) -> Option<&'a Value> {
+fn flag_in(list: &Value, id: FlagId) -> Option<&Value> {
     list["flags"]
         .as_array()
         .expect("a flags array")
