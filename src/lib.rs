@@ -10,6 +10,7 @@
 //! - [`mcp`]: the MCP tools over stdio and Streamable HTTP (rmcp).
 //! - [`audit`]: offline replay of a data dir or an export: chain, rules, conservation.
 //! - [`risk`]: the risk-rules seam (register, publish, claim, settle hooks).
+//! - [`flags`]: `taskledger flags`: risk-hold review against a data dir or a server.
 //! - [`verify`]: automatic verification (rules, sandboxed tests, LLM judge).
 
 #![deny(clippy::unwrap_used)]
@@ -20,6 +21,7 @@ pub mod clock;
 pub mod commands;
 pub mod demo;
 pub mod error;
+pub mod flags;
 pub mod http;
 pub mod mcp;
 pub mod risk;

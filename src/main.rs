@@ -1,6 +1,8 @@
-//! The `taskledger` command line: serve, audit, export, rebuild and demo.
+//! The `taskledger` command line: serve, mcp, audit, export, rebuild, demo
+//! and flags. Each command's logic lives in the library; this file parses
+//! arguments and maps results to output and exit codes.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// mimalloc: the service allocates many small, short-lived buffers (JSON,
 /// records); measured faster here than the system allocator.
@@ -9,6 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use taskledger::audit;
+use taskledger::flags::{self, FlagsError, Resolution, StatusFilter, Target};
 use taskledger::http::settings::LogFormat;
 use taskledger::service::replay_into;
 use taskledger_events::store::LogStore;
@@ -73,6 +76,77 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Review risk holds: list them, release (frozen back to earned) or
+    /// confirm (stays frozen). Exit 0 done, 1 refused, 2 usage.
+    Flags {
+        #[command(subcommand)]
+        action: FlagsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum FlagsCmd {
+    /// Flags by status, oldest first.
+    List {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long, value_enum, default_value_t = StatusFilter::Open)]
+        status: StatusFilter,
+        /// Print `{"flags": [...]}` as the admin route answers.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a hold: its frozen credits go back to earned.
+    Release(ResolveArgs),
+    /// Confirm a hold: its credits stay frozen.
+    Confirm(ResolveArgs),
+}
+
+#[derive(Args)]
+struct ResolveArgs {
+    /// The flag's id.
+    id: uuid::Uuid,
+    /// Why; recorded in the log with the operator's name.
+    #[arg(long)]
+    reason: String,
+    /// Who decides; recorded in the log.
+    #[arg(long)]
+    operator: String,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Print the flag as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A data dir (no server may hold it) or a server's URL and admin token.
+#[derive(Args)]
+struct TargetArgs {
+    /// The data dir, opened in-process.
+    #[arg(long, conflicts_with = "url", required_unless_present = "url")]
+    data: Option<PathBuf>,
+    /// A running server, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    url: Option<String>,
+    /// The server's admin token.
+    #[arg(long, env = "TASKLEDGER_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+}
+
+impl TargetArgs {
+    /// Where to act; a usage error (exit 2) without a token for `--url`.
+    fn target(self) -> Target {
+        match (self.data, self.url, self.admin_token) {
+            (Some(dir), _, _) => Target::Data(dir),
+            (None, Some(url), Some(admin_token)) => Target::Server { url, admin_token },
+            _ => Cli::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "--url needs --admin-token (or TASKLEDGER_ADMIN_TOKEN)",
+                )
+                .exit(),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -144,7 +218,63 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             taskledger::demo::run(&data, tasks, seed)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Flags { action } => Ok(run_flags(action)),
     }
+}
+
+/// `flags`: print the answer, or the refusal's code and message on stderr
+/// with exit 1.
+fn run_flags(action: FlagsCmd) -> ExitCode {
+    let printed = match action {
+        FlagsCmd::List {
+            target,
+            status,
+            json,
+        } => flags::list(&target.target(), status).and_then(|rows| {
+            if json {
+                print_json(&flags::FlagList { flags: rows })
+            } else if rows.is_empty() {
+                println!("no {} risk flags", status.as_str());
+                Ok(())
+            } else {
+                print!("{}", flags::table(&rows));
+                Ok(())
+            }
+        }),
+        FlagsCmd::Release(args) => resolve(args, Resolution::Release),
+        FlagsCmd::Confirm(args) => resolve(args, Resolution::Confirm),
+    };
+    match printed {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("taskledger flags: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn resolve(args: ResolveArgs, resolution: Resolution) -> Result<(), FlagsError> {
+    let id = taskledger_events::FlagId(args.id);
+    let row = flags::resolve(
+        &args.target.target(),
+        id,
+        resolution,
+        &args.operator,
+        &args.reason,
+    )?;
+    if args.json {
+        print_json(&row)
+    } else {
+        println!("{}", flags::summary(&row));
+        Ok(())
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), FlagsError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| FlagsError::Server(format!("cannot print JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
 }
 
 fn rebuild(data: &std::path::Path) -> Result<ExitCode, Box<dyn std::error::Error>> {

@@ -1,8 +1,38 @@
 //! Property test over random command streams: decide + seal + apply, with the
 //! chain, conservation, escrow and redemption invariants checked after every
 //! record, and replay / snapshot equivalence checked at the end.
+//!
+//! The gift rule (issue 6: "gift credits can never reach a payout or a
+//! redemption by any sequence of commands"), as checked by [`GiftBooks`] on
+//! every transfer of every event, before it is applied:
+//!
+//! 1. A `Gift`-class transfer is one of exactly four moves: issuer ->
+//!    `Gift(o)` in a `CreditsGranted` for `o` (signup gift or grant);
+//!    `Gift(p)` -> `Escrow(t)` in the `TaskPublished` of `t` by `p`;
+//!    `Escrow(t)` -> `Gift(p)` in a refund (`TaskClosed`, `TaskCancelled`,
+//!    `TaskExpired`) of `t` to its publisher `p`; and `Escrow(t)` ->
+//!    `Earned(x)` in an accepting `VerdictRecorded` of `t`, where `x` is the
+//!    owner of the accepted execution's agent key and `x` is not `t`'s
+//!    publisher. That last move is the only place gift stops being gift: the
+//!    publisher spent it on work and the worker is paid earned (API.md:
+//!    "rewards are always earned"). Nothing else may touch gift.
+//! 2. Every transfer into `Redeemed` is class `Earned`, out of the
+//!    redeeming owner's `Earned` wallet, in a `CreditsRedeemed`.
+//! 3. Every `Earned`-class transfer into `Earned(x)` is a payout to the
+//!    executor's owner, a refund of the earned part of `x`'s own task, or a
+//!    release of `x`'s own frozen credits.
+//!
+//! and, after every record, against the projected state:
+//!
+//! 4. Gift in wallets plus gift in escrows equals gift ever granted minus
+//!    gift converted by payouts (1): publish and refund only move it.
+//! 5. For every owner `o`: `earned + frozen + redeemed by o + earned part of
+//!    o's escrows + earned paid out of o's escrows = payouts received by o`.
+//!    So all of an owner's redeemable (`earned`) balance, and all it ever
+//!    redeemed, came from work done for another owner: none of its own gift.
 
 use proptest::prelude::*;
+use std::collections::HashMap;
 use taskledger::commands::{
     Cancel, Claim, Command, ConfirmFlag, Ctx, ExpireDeadline, ExpireLease, Grant, IssueAgentKey,
     Policy, Publish, RaiseFlag, Redeem, Register, ReleaseFlag, Submit, Verify, decide,
@@ -165,6 +195,8 @@ struct World {
     flags: Vec<FlagId>,
     /// Credits ever paid from an escrow into an earned wallet.
     paid_earned: u64,
+    /// Where gift and earned credits went; see the module doc.
+    books: GiftBooks,
     accepted_cmds: usize,
     refused_cmds: usize,
 }
@@ -188,6 +220,7 @@ impl World {
             execs: Vec::new(),
             flags: Vec::new(),
             paid_earned: 0,
+            books: GiftBooks::default(),
             accepted_cmds: 0,
             refused_cmds: 0,
         }
@@ -269,6 +302,7 @@ impl World {
 
     /// Per-event money rules, before the event is applied.
     fn check_event(&mut self, event: &Event) {
+        self.books.check_event(&self.state, event);
         for t in event.transfers() {
             if let (Account::Escrow(_), Account::Earned(_)) = (t.debit, t.credit) {
                 self.paid_earned += t.amount;
@@ -300,6 +334,7 @@ impl World {
                 t.unsettled_reward()
             );
         }
+        self.books.check_state(s);
         assert!(
             s.totals.redeemed <= self.paid_earned,
             "redeemed {} exceeds everything ever earned {}",
@@ -606,6 +641,137 @@ impl World {
     }
 }
 
+/// The test's own account of gift and earned credits, kept from the
+/// transfers of the events (rules 1-3 of the module doc) and compared with
+/// the projected state after every record (rules 4 and 5).
+#[derive(Default)]
+struct GiftBooks {
+    /// Gift ever issued (signup gifts and grants).
+    gift_issued: u64,
+    /// Gift-funded escrow paid out (as earned) to executors.
+    gift_converted: u64,
+    /// Per owner: payouts received as an executor's owner, both classes.
+    work_income: HashMap<AccountId, u64>,
+    /// Per owner: credits it redeemed.
+    redeemed_by: HashMap<AccountId, u64>,
+    /// Per publisher: earned-class escrow of its tasks paid to executors.
+    earned_spent: HashMap<AccountId, u64>,
+}
+
+impl GiftBooks {
+    fn check_event(&mut self, s: &State, event: &Event) {
+        let publisher = |t: &TaskId| s.tasks.get(t).map(|t| t.publisher_id);
+        for t in event.transfers() {
+            let what = format!("{} moved {t:?}", event.kind());
+            if t.credit == Account::Redeemed {
+                match event {
+                    Event::CreditsRedeemed(e) => assert!(
+                        t.class == CreditClass::Earned && t.debit == Account::Earned(e.owner_id),
+                        "redeemed something other than the owner's earned: {what}"
+                    ),
+                    _ => panic!("credits redeemed outside a redemption: {what}"),
+                }
+            }
+            match (t.class, t.debit, t.credit) {
+                (CreditClass::Gift, Account::Issuer, Account::Gift(o)) => match event {
+                    Event::CreditsGranted(e) if e.owner_id == o => self.gift_issued += t.amount,
+                    _ => panic!("gift issued outside a grant to its owner: {what}"),
+                },
+                (CreditClass::Gift, Account::Gift(o), Account::Escrow(task)) => match event {
+                    Event::TaskPublished(e) if e.task_id == task && e.publisher_id == o => {}
+                    _ => panic!("gift left a wallet other than to fund its own task: {what}"),
+                },
+                (CreditClass::Gift, Account::Escrow(task), Account::Gift(o)) => match event {
+                    Event::TaskClosed(_) | Event::TaskCancelled(_) | Event::TaskExpired(_)
+                        if publisher(&task) == Some(o) => {}
+                    _ => panic!("gift escrow went to a gift wallet not as a refund: {what}"),
+                },
+                (class, Account::Escrow(task), Account::Earned(x)) if matches!(event, Event::VerdictRecorded(v) if v.accepted) =>
+                {
+                    let Event::VerdictRecorded(v) = event else {
+                        unreachable!("matched above")
+                    };
+                    let executor_owner = s
+                        .executions
+                        .get(&v.execution_id)
+                        .and_then(|x| s.agent_keys.get(&x.agent_key_id))
+                        .map(|k| k.owner_id);
+                    assert_eq!(v.task_id, task, "a payout from another task: {what}");
+                    assert_eq!(
+                        executor_owner,
+                        Some(x),
+                        "a payout not to the executor: {what}"
+                    );
+                    let p = publisher(&task).expect("a known task");
+                    assert_ne!(p, x, "a publisher paid itself: {what}");
+                    *self.work_income.entry(x).or_default() += t.amount;
+                    match class {
+                        CreditClass::Gift => self.gift_converted += t.amount,
+                        CreditClass::Earned => *self.earned_spent.entry(p).or_default() += t.amount,
+                    }
+                }
+                (CreditClass::Gift, _, _) => panic!("an illegal move of gift: {what}"),
+                (CreditClass::Earned, Account::Escrow(task), Account::Earned(o)) => match event {
+                    Event::TaskClosed(_) | Event::TaskCancelled(_) | Event::TaskExpired(_)
+                        if publisher(&task) == Some(o) => {}
+                    _ => panic!(
+                        "earned escrow went to an earned wallet not as a payout or refund: {what}"
+                    ),
+                },
+                (CreditClass::Earned, Account::Frozen(a), Account::Earned(b)) => {
+                    assert!(
+                        a == b && matches!(event, Event::RiskFlagReleased(_)),
+                        "frozen credits left other than by a release to their owner: {what}"
+                    );
+                }
+                (CreditClass::Earned, Account::Earned(o), Account::Redeemed) => {
+                    *self.redeemed_by.entry(o).or_default() += t.amount;
+                }
+                (CreditClass::Earned, _, Account::Earned(_)) => {
+                    panic!("earned credits from an unexpected source: {what}")
+                }
+                (CreditClass::Earned, _, _) => {}
+            }
+        }
+    }
+
+    fn check_state(&self, s: &State) {
+        let gift_held: u64 = s.owners.values().map(|o| o.wallet.gift).sum::<u64>()
+            + s.tasks.values().map(|t| t.escrow_gift).sum::<u64>();
+        assert_eq!(
+            gift_held,
+            self.gift_issued - self.gift_converted,
+            "gift in wallets and escrows is not gift granted minus gift paid for work"
+        );
+        for o in s.owners.values() {
+            let get = |m: &HashMap<AccountId, u64>| m.get(&o.id).copied().unwrap_or(0);
+            let escrowed: u64 = s
+                .tasks
+                .values()
+                .filter(|t| t.publisher_id == o.id)
+                .map(|t| t.escrow_earned)
+                .sum();
+            let accounted = o.wallet.earned
+                + o.wallet.frozen
+                + get(&self.redeemed_by)
+                + escrowed
+                + get(&self.earned_spent);
+            assert_eq!(
+                accounted,
+                get(&self.work_income),
+                "owner {}: earned {} + frozen {} + redeemed {} + escrowed {} + spent {} \
+                 is not what it was paid for work; gift leaked into earned",
+                o.id,
+                o.wallet.earned,
+                o.wallet.frozen,
+                get(&self.redeemed_by),
+                escrowed,
+                get(&self.earned_spent)
+            );
+        }
+    }
+}
+
 fn register_cmd(account_id: AccountId, n: u128) -> Register {
     Register {
         account_id,
@@ -682,5 +848,38 @@ proptest! {
         prop_assert!(restored == at_k, "snapshot round trip differs");
         let resumed = replay(&from_bytes[k..], restored);
         prop_assert!(resumed == w.state, "snapshot at {} + tail differs from the live state", k);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Rules 1-5 of the module doc hold after every record of long streams
+    /// (checked inside `World::run`); at the end, no gift row of any ledger
+    /// is a payout or a redemption.
+    #[test]
+    fn gift_never_reaches_a_payout_or_a_redemption(ops in prop::collection::vec(op(), 150..200)) {
+        let mut w = World::new();
+        w.step(&Op::Register);
+        w.step(&Op::Register);
+        w.step(&Op::Register);
+        for op in &ops {
+            w.step(op);
+        }
+        for o in w.state.owners.values() {
+            for row in &o.ledger {
+                if row.class == WalletClass::Gift {
+                    prop_assert!(
+                        !matches!(row.reason, Reason::Payout | Reason::Redeem),
+                        "a gift ledger row of {:?}", row.reason
+                    );
+                }
+            }
+        }
+        prop_assert!(w.books.gift_issued > 0);
     }
 }

@@ -442,7 +442,7 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
             .mode(sled::Mode::HighThroughput);
         match config.open() {
             Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
+                if e.to_string().contains(crate::store::SLED_LOCK_MESSAGE)
                     && started.elapsed() < std::time::Duration::from_millis(OPEN_LOCK_WAIT_MS) =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(10));

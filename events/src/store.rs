@@ -64,6 +64,9 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
 }
 
+/// What sled's I/O error says when another process holds the lock.
+pub const SLED_LOCK_MESSAGE: &str = "could not acquire lock";
+
 impl StoreError {
     /// The first bad seq of a [`StoreError::Corrupt`].
     pub fn corrupt_seq(&self) -> Option<u64> {
@@ -71,6 +74,12 @@ impl StoreError {
             StoreError::Corrupt { seq, .. } => Some(*seq),
             _ => None,
         }
+    }
+
+    /// True when another process holds the data dir's lock (sled refused
+    /// after its retries): a running server, usually.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, StoreError::Sled(sled::Error::Io(e)) if e.to_string().contains(SLED_LOCK_MESSAGE))
     }
 
     /// True for every error except a refused batch: the writer must stop.
