@@ -84,6 +84,9 @@ impl SledStore {
     /// [`StoreError::Corrupt`] naming the first bad seq.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_path_buf();
+        // Another process with the store open may be writing a snapshot
+        // right now: only move files aside once sled's lock is free.
+        wait_unlocked(&dir)?;
         let moved_aside = move_generating_aside(&dir)?;
         let db = open_sled(&dir)?;
         let log = db.open_tree(LOG_TREE)?;
@@ -426,6 +429,39 @@ pub fn move_generating_aside(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
         moved.push(target);
     }
     Ok(moved)
+}
+
+/// Wait (as [`open_sled`] does) until no process holds sled's lock on
+/// `dir/db`; taken and dropped at once, so sled can take it next.
+fn wait_unlocked(dir: &Path) -> Result<(), StoreError> {
+    let path = dir.join("db");
+    let started = std::time::Instant::now();
+    loop {
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock)
+                if started.elapsed() < std::time::Duration::from_millis(OPEN_LOCK_WAIT_MS) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Sled(sled::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!("{} on {path:?}", crate::store::SLED_LOCK_MESSAGE),
+                ))));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+    }
 }
 
 /// Open sled, retrying while another handle still holds its file lock.

@@ -546,3 +546,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_store_in_use_keeps_its_snapshot_files_when_another_open_waits() {
+    // A server has the store open and may be writing `snap.*.generating`
+    // at this moment: a second open (audit, export, flags) must not move
+    // that file aside; it waits for sled's lock and then gives up.
+    let dir = tempfile::tempdir().unwrap();
+    let held = SledStore::open(dir.path()).unwrap();
+    let in_flight = dir.path().join("snap.00000000000000AB.generating");
+    std::fs::write(&in_flight, b"being written").unwrap();
+    let err = SledStore::open(dir.path()).err().expect("the store is in use");
+    assert!(err.is_locked(), "{err}");
+    assert!(in_flight.exists(), "a live snapshot file was moved aside");
+    drop(held);
+    // Once free, the stale file is moved aside at open, as before.
+    let reopened = SledStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.moved_aside().len(), 1);
+    assert!(!in_flight.exists());
+}
