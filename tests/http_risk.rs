@@ -403,3 +403,36 @@ async fn a_remote_engine_at_settlement_holds_on_deny_and_fails_closed() {
     s.assert_reconciled().await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeem_is_off_unless_enabled_and_takes_earned_credits_only() {
+    // Off by default.
+    let s = Server::start().await;
+    let alice = s.register("alice").await;
+    s.post("/accounts/me/redeem", &alice.key, json!({"amount": 1}))
+        .await
+        .expect_err(403, "forbidden");
+    s.stop().await;
+
+    let s = Server::start_with(|c| c.redeem_enabled = true).await;
+    let (alice, bob) = (s.register("alice").await, s.register("bob").await);
+    let bk = s.agent(&bob, "b").await;
+    // Gift alone cannot be redeemed.
+    let head = s.head_seq().await;
+    s.post("/accounts/me/redeem", &bob.key, json!({"amount": 1}))
+        .await
+        .expect_err(402, "insufficient_credits");
+    assert_eq!(s.head_seq().await, head);
+    // Earned can, into the redeemed account, and no more than earned.
+    settle(&s, &alice, &bk, 30).await.expect(200);
+    s.post("/accounts/me/redeem", &bob.key, json!({"amount": 31}))
+        .await
+        .expect_err(402, "insufficient_credits");
+    s.post("/accounts/me/redeem", &bob.key, json!({"amount": 30}))
+        .await
+        .expect(200);
+    assert_eq!(s.wallet(&bob.key).await, wallet(1000, 0, 0));
+    let report = s.assert_reconciled().await;
+    assert_eq!(report["redeemed"], 30, "{report}");
+    s.stop().await;
+}
