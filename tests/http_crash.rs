@@ -265,6 +265,9 @@ async fn kill_9_under_load_loses_no_acknowledged_write() {
         );
     }
     assert!(checked > 0);
+    eprintln!(
+        "{rounds} rounds of kill -9 under load: {checked} acknowledged writes found after restart, audit passed each round"
+    );
 }
 
 fn stop(server: &mut Server) {
