@@ -601,8 +601,15 @@ pub async fn verify(
         reopen: b.reopen.unwrap_or(true),
     });
     // An accept pays: the risk engine's settle hook (a flag holds the
-    // payout; a settlement is never refused).
-    let command = if b.accepted {
+    // payout; a settlement is never refused). Asked only for the task's
+    // publisher, so no one else can make the server query the engine.
+    let publisher = app
+        .service
+        .read()
+        .tasks
+        .get(&task_id)
+        .map(|t| t.publisher_id);
+    let command = if b.accepted && publisher.is_some() && publisher == caller.owner() {
         let decision = app.risk.settle(task_id, execution_id).await;
         let executor = app
             .service
