@@ -4,6 +4,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::extract::Path;
 use super::extract::{
     Body, Caller, ClientAddr, IdempotencyKey, Page, Query, fingerprint, parse_id,
 };
@@ -12,7 +13,7 @@ use crate::commands::{
     Command, IssueAgentKey, Redeem, Register, RevokeAgentKey, RotateKey, compute,
 };
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -3,11 +3,12 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::extract::Path;
 use super::extract::{Body, IdempotencyKey, Operator, Query, parse_id};
 use super::views::{self, FlagView};
 use crate::commands::{Command, ConfirmFlag, ReleaseFlag};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use taskledger_events::{FlagId, Principal};

@@ -17,10 +17,11 @@ use taskledger_events::{AccountId, AgentKeyId, Principal};
 /// Longest idempotency key accepted.
 pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 200;
 
-/// A JSON body, parsed strictly. Bad syntax is `bad_request`; a wrong type,
-/// a missing or an unknown field is `validation_failed` naming the field; a
-/// body over the limit is `too_large`. `fingerprint` identifies the request
-/// (method, path, body) for idempotency.
+/// A JSON body, parsed strictly. A declared Content-Type other than JSON,
+/// bad syntax or anything after the JSON value is `bad_request`; a wrong
+/// type, a missing or an unknown field is `validation_failed` naming the
+/// field; a body over the limit is `too_large`. `fingerprint` identifies the
+/// request (method, path, body) for idempotency.
 pub struct Body<T> {
     pub value: T,
     pub fingerprint: [u8; 32],
@@ -30,6 +31,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // A missing Content-Type is taken as JSON; a declared other one is
+        // refused, so a browser form or a `text/plain` "simple request" from
+        // another site cannot post to the API.
+        if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE)
+            && !is_json_content_type(ct)
+        {
+            return Err(ApiError::bad_request(
+                "Content-Type must be application/json",
+            ));
+        }
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let bytes = Bytes::from_request(req, state)
@@ -39,6 +50,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
         let value = parse_json(&bytes)?;
         Ok(Body { value, fingerprint })
     }
+}
+
+/// `application/json` or `application/<something>+json`, any parameters.
+fn is_json_content_type(value: &axum::http::HeaderValue) -> bool {
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    let mime = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
 fn bytes_rejection(e: BytesRejection) -> ApiError {
@@ -53,23 +78,42 @@ fn bytes_rejection(e: BytesRejection) -> ApiError {
     }
 }
 
-/// Parse a JSON body, naming the field at fault.
+/// Parse a JSON body, naming the field at fault. Two passes, so that each
+/// error has one meaning: the text must be exactly one JSON value (syntax,
+/// UTF-8, nesting depth, no trailing bytes: `bad_request`), then it must
+/// have the body's shape (`validation_failed` with the field's path;
+/// serde_json alone reports some wrong types, e.g. a number for an enum, as
+/// syntax). The second pass reads the text again rather than a parsed
+/// `Value`, which would silently keep the last of two duplicate keys.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::bad_request("a JSON body is required"));
     }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    // A full `Value`: `IgnoredAny` would skip strings unchecked (bad
+    // escapes, lone surrogates) and nest without the recursion limit.
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let field = if path == "." { "body".into() } else { path };
-                ApiError::invalid(&field, inner.to_string())
-            }
-            _ => ApiError::bad_request(format!("malformed JSON: {inner}")),
-        }
+        let message = e.into_inner().to_string();
+        ApiError::invalid(&field_at_fault(&path, &message), message)
     })
+}
+
+/// The field an error is about: the path serde reached, and for a missing
+/// or repeated field (reported at its parent) the field's own name.
+fn field_at_fault(path: &str, message: &str) -> String {
+    let named = ["missing field `", "duplicate field `"]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next());
+    match (path, named) {
+        (".", Some(name)) => name.to_owned(),
+        (".", None) => "body".to_owned(),
+        (parent, Some(name)) => format!("{parent}.{name}"),
+        (parent, None) => parent.to_owned(),
+    }
 }
 
 /// What identifies a request for idempotency: method, path and body.
@@ -118,11 +162,21 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 
 /// The key a request carries: `Authorization: Bearer <key>` or
 /// `X-Market-Api-Key: <key>`.
+/// A header sent more than once counts as no key: which copy is meant is
+/// ambiguous, and a proxy might act on another one than we do.
 pub fn presented_key(parts: &Parts) -> Option<&str> {
-    if let Some(v) = parts.headers.get("x-market-api-key") {
+    let single = |name| {
+        let mut all = parts.headers.get_all(name).iter();
+        match (all.next(), all.next()) {
+            (Some(v), None) => Ok(Some(v)),
+            (None, _) => Ok(None),
+            (Some(_), Some(_)) => Err(()),
+        }
+    };
+    if let Some(v) = single("x-market-api-key").ok()? {
         return v.to_str().ok().map(str::trim);
     }
-    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?;
+    let v = single(axum::http::header::AUTHORIZATION.as_str()).ok()??;
     let v = v.to_str().ok()?.trim();
     let (scheme, rest) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
@@ -289,6 +343,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
         axum::extract::Query::<T>::try_from_uri(&parts.uri)
             .map(|q| Query(q.0))
             .map_err(|e| ApiError::invalid("query", e.body_text()))
+    }
+}
+
+/// Path parameters, with the one error shape on bad input (axum's own
+/// rejection is plain text, e.g. for percent-encoded invalid UTF-8).
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(p) => Ok(Path(p.0)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let field = match e.kind() {
+                    ErrorKind::InvalidUtf8InPathParam { key }
+                    | ErrorKind::ParseErrorAtKey { key, .. }
+                    | ErrorKind::DeserializeError { key, .. } => key.clone(),
+                    _ => "path".to_owned(),
+                };
+                Err(ApiError::invalid(&field, "must be a UUID"))
+            }
+            Err(e) => Err(ApiError::invalid("path", e.body_text())),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use super::extract::Path;
 use super::extract::{Body, Caller, IdempotencyKey, Page, Query, fingerprint, parse_id};
 use super::views::{
     self, Access, ExecutionView, LedgerRowView, TaskSummary, TaskView, VerificationView,
@@ -12,7 +13,7 @@ use crate::commands::{Cancel, Claim, Command, Publish, Submit, Verify};
 use crate::error::FieldError;
 use crate::risk;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -7,7 +7,8 @@
 //! rule written twice. A tool answers with one short human line plus the
 //! JSON (also as `structuredContent`); a refusal is a tool result with
 //! `isError: true` carrying the API's error code and message, so an agent
-//! can react to it.
+//! can react to it. Tool arguments are as strict as the REST bodies: an
+//! unknown (say, misspelt) argument is invalid params, not silently dropped.
 
 pub mod backend;
 
@@ -40,6 +41,7 @@ pub struct MarketMcp {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FetchTasksArgs {
     /// Only tasks of this type (the publisher's free-form category, e.g. "summarization").
     #[serde(rename = "type")]
@@ -51,18 +53,21 @@ pub struct FetchTasksArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TaskArgs {
     /// The task's id (a UUID, as returned by fetch_tasks).
     pub task_id: String,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ExecutionArgs {
     /// The execution's id (a UUID, as returned by claim_task).
     pub execution_id: String,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SubmitArgs {
     /// The task you claimed (UUID).
     pub task_id: String,
@@ -73,6 +78,7 @@ pub struct SubmitArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PublishArgs {
     /// Short title, 1-200 characters.
     pub title: String,
@@ -106,6 +112,7 @@ pub struct PublishArgs {
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VerifyArgs {
     /// Your task (UUID).
     pub task_id: String,
@@ -546,6 +553,57 @@ impl ServerHandler for MarketMcp {
                  API's error code (e.g. already_claimed, insufficient_credits, forbidden).",
             )
     }
+
+    /// The router's call, with rmcp's own refusal of arguments that do not
+    /// fit a tool (a wrong type, a missing or an unknown argument: plain text
+    /// only) given the shape of every other refusal: `validation_failed`,
+    /// the argument named in `fields`.
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        let tcc = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        let response = self.tool_router.call(tcc).await?;
+        Ok(match response {
+            rmcp::model::CallToolResponse::Complete(r) => {
+                rmcp::model::CallToolResponse::Complete(argument_error(&r).unwrap_or(r))
+            }
+            other => other,
+        })
+    }
+}
+
+/// rmcp's prefix on a tool's argument (deserialization) errors.
+const ARGUMENT_ERROR_PREFIX: &str = "failed to deserialize parameters:";
+
+/// An rmcp argument error as a `validation_failed` tool error; None for
+/// any other result.
+fn argument_error(r: &CallToolResult) -> Option<CallToolResult> {
+    if r.is_error != Some(true) || r.structured_content.is_some() {
+        return None;
+    }
+    let text = r.content.first()?.as_text()?.text.as_str();
+    let why = text.strip_prefix(ARGUMENT_ERROR_PREFIX)?.trim();
+    // serde names the argument in backticks for a missing or unknown one.
+    let field = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|p| why.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or("arguments");
+    Some(reply(
+        Err(Failure {
+            status: 400,
+            code: "validation_failed".into(),
+            message: format!("{field}: {why}"),
+            body: json!({
+                "error": format!("validation failed: {field}: {why}"),
+                "code": "validation_failed",
+                "fields": [{"field": field, "message": why}],
+            }),
+        }),
+        |_| String::new(),
+    ))
 }
 
 /// `taskledger mcp`: serve the tools on stdio against `api_url` with `key`.
