@@ -556,7 +556,9 @@ fn a_store_in_use_keeps_its_snapshot_files_when_another_open_waits() {
     let held = SledStore::open(dir.path()).unwrap();
     let in_flight = dir.path().join("snap.00000000000000AB.generating");
     std::fs::write(&in_flight, b"being written").unwrap();
-    let err = SledStore::open(dir.path()).err().expect("the store is in use");
+    let err = SledStore::open(dir.path())
+        .err()
+        .expect("the store is in use");
     assert!(err.is_locked(), "{err}");
     assert!(in_flight.exists(), "a live snapshot file was moved aside");
     drop(held);
