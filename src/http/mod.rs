@@ -489,7 +489,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .context("the store opener panicked")?
         .with_context(|| {
             format!(
-                "cannot open the data dir {} (to serve what precedes damage, read-only: --read-only)",
+                "cannot open the data dir {} (a damaged log can still be served, read-only, with --read-only)",
                 settings.data.display()
             )
         })?;
