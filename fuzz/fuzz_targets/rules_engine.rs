@@ -58,7 +58,7 @@ fn rule(segment: &[u8]) -> Option<Rule> {
 fuzz_target!(|data: &[u8]| {
     let mut segments = data.split(|b| *b == 0);
     let result = text(segments.next().unwrap_or_default());
-    let metadata = segments.next().filter(|m| !m.is_empty()).map(|m| text(m));
+    let metadata = segments.next().filter(|m| !m.is_empty()).map(text);
     let rules: Vec<Rule> = segments.filter_map(rule).take(FUZZ_RULES_MAX).collect();
 
     // Publish side: each regex compiles or is refused; the spec check
