@@ -85,6 +85,35 @@ pub struct RegisterBody {
     pub metadata: Option<Value>,
 }
 
+impl RegisterBody {
+    /// The command `register` runs; the id, key hash and address are the
+    /// caller's to make.
+    pub fn into_command(
+        self,
+        account_id: AccountId,
+        key_hash: Hash,
+        client_addr: Option<String>,
+    ) -> Register {
+        Register {
+            account_id,
+            kind: match self.kind {
+                AccountType::Human => AccountKind::Human,
+                AccountType::Agent => AccountKind::Agent,
+            },
+            name: self.name,
+            email: self.email,
+            compute_source: compute::declaration(
+                self.compute_source.as_deref(),
+                self.token_plan.as_deref(),
+            ),
+            compute_attestation: self.compute_attestation,
+            metadata: self.metadata.map(|m| m.to_string()),
+            key_hash,
+            client_addr,
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Registered {
     #[serde(flatten)]
@@ -110,22 +139,12 @@ pub async fn register(
 ) -> ApiResult<(StatusCode, Json<Registered>)> {
     let ip = addr.map(|a| a.to_string());
     app.check_rate_key(format!("ip:{}", ip.as_deref().unwrap_or("-")))?;
-    let b = body.value;
     let (key, key_hash) = new_key("tlo_");
-    let command = Command::Register(Register {
-        account_id: AccountId::random(),
-        kind: match b.kind {
-            AccountType::Human => AccountKind::Human,
-            AccountType::Agent => AccountKind::Agent,
-        },
-        name: b.name,
-        email: b.email,
-        compute_source: compute::declaration(b.compute_source.as_deref(), b.token_plan.as_deref()),
-        compute_attestation: b.compute_attestation,
-        metadata: b.metadata.map(|m| m.to_string()),
+    let command = Command::Register(body.value.into_command(
+        AccountId::random(),
         key_hash,
-        client_addr: ip.clone(),
-    });
+        ip.clone(),
+    ));
     let decision = app.risk.register(ip.as_deref(), app.now_ms()).await;
     let command = crate::risk::apply(decision, command, None, None, false)?;
     let out = app
@@ -452,6 +471,24 @@ pub struct AgentKeyBody {
     pub token_plan: Option<String>,
 }
 
+impl AgentKeyBody {
+    /// The command `issue_agent_key` runs; the id and key hash are the
+    /// caller's to make.
+    pub fn into_command(self, key_id: AgentKeyId, key_hash: Hash) -> IssueAgentKey {
+        IssueAgentKey {
+            key_id,
+            name: self.name,
+            // A missing source is blank, which the command refuses.
+            compute_source: compute::declaration(
+                self.compute_source.as_deref(),
+                self.token_plan.as_deref(),
+            )
+            .unwrap_or_default(),
+            key_hash,
+        }
+    }
+}
+
 /// Issue an agent key (shown once).
 #[utoipa::path(post, path = "/accounts/me/agent-keys", tag = "accounts", security(("bearer" = [])),
     request_body = AgentKeyBody,
@@ -466,23 +503,12 @@ pub async fn issue_agent_key(
 ) -> ApiResult<(StatusCode, Json<AgentKeyView>)> {
     caller.require_owner()?;
     let (key, key_hash) = new_key("tla_");
-    let b = body.value;
     let out = app
         .service
         .execute(
             caller.0.clone(),
             idem.with(body.fingerprint),
-            Command::IssueAgentKey(IssueAgentKey {
-                key_id: AgentKeyId::random(),
-                name: b.name,
-                // A missing source is blank, which the command refuses.
-                compute_source: compute::declaration(
-                    b.compute_source.as_deref(),
-                    b.token_plan.as_deref(),
-                )
-                .unwrap_or_default(),
-                key_hash,
-            }),
+            Command::IssueAgentKey(body.value.into_command(AgentKeyId::random(), key_hash)),
         )
         .await?;
     let id = out

@@ -145,6 +145,18 @@ pub struct ResolveBody {
     pub reason: String,
 }
 
+impl ResolveBody {
+    /// The command a flag resolution runs: release the hold or confirm it.
+    pub fn into_command(self, flag_id: FlagId, release: bool) -> Command {
+        let reason = self.reason;
+        if release {
+            Command::ReleaseFlag(ReleaseFlag { flag_id, reason })
+        } else {
+            Command::ConfirmFlag(ConfirmFlag { flag_id, reason })
+        }
+    }
+}
+
 async fn resolve(
     app: AppState,
     op: Operator,
@@ -154,12 +166,7 @@ async fn resolve(
     release: bool,
 ) -> ApiResult<Json<FlagView>> {
     let flag_id: FlagId = parse_id(&raw, "id")?;
-    let reason = body.value.reason;
-    let command = if release {
-        Command::ReleaseFlag(ReleaseFlag { flag_id, reason })
-    } else {
-        Command::ConfirmFlag(ConfirmFlag { flag_id, reason })
-    };
+    let command = body.value.into_command(flag_id, release);
     app.service
         .execute(
             Principal::Operator(op.0),

@@ -499,6 +499,17 @@ pub struct SubmitBody {
 /// `score`, `verification_detail`) or the fallback reason, when it comes
 /// within `TASKLEDGER_VERIFY_WAIT_MS`; otherwise the execution is still
 /// `submitted` and the verdict lands later (see `GET /executions/{id}`).
+impl SubmitBody {
+    /// The command `submit` runs for the task of the path.
+    pub fn into_command(self, task_id: TaskId) -> Submit {
+        Submit {
+            task_id,
+            result: self.result,
+            result_metadata: self.result_metadata.map(|v| v.to_string()),
+        }
+    }
+}
+
 #[utoipa::path(post, path = "/tasks/{id}/submit", tag = "tasks", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "task id")),
     request_body = SubmitBody,
@@ -512,17 +523,12 @@ pub async fn submit(
     body: Body<SubmitBody>,
 ) -> ApiResult<Json<ExecutionView>> {
     let task_id: TaskId = parse_id(&raw, "id")?;
-    let b = body.value;
     let out = app
         .service
         .execute(
             caller.0.clone(),
             idem.with(body.fingerprint),
-            Command::Submit(Submit {
-                task_id,
-                result: b.result,
-                result_metadata: b.result_metadata.map(|v| v.to_string()),
-            }),
+            Command::Submit(body.value.into_command(task_id)),
         )
         .await?;
     let id = out
@@ -560,6 +566,26 @@ pub struct VerifyBody {
     pub reopen: Option<bool>,
 }
 
+impl VerifyBody {
+    /// The command `verify` runs for the task of the path; the score must
+    /// be 0..=10.
+    pub fn into_command(self, task_id: TaskId) -> Result<Verify, ApiError> {
+        let mut errors = Vec::new();
+        let score = self.score.map(|s| hundredths(s, "score", &mut errors));
+        if !errors.is_empty() {
+            return Err(crate::error::DomainError::Validation(errors).into());
+        }
+        Ok(Verify {
+            task_id,
+            execution_id: ExecutionId(self.execution_id),
+            accepted: self.accepted,
+            feedback: self.feedback,
+            score,
+            reopen: self.reopen.unwrap_or(true),
+        })
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct VerifyResponse {
     #[serde(flatten)]
@@ -586,21 +612,9 @@ pub async fn verify(
     body: Body<VerifyBody>,
 ) -> ApiResult<Json<VerifyResponse>> {
     let task_id: TaskId = parse_id(&raw, "id")?;
-    let b = body.value;
-    let mut errors = Vec::new();
-    let score = b.score.map(|s| hundredths(s, "score", &mut errors));
-    if !errors.is_empty() {
-        return Err(crate::error::DomainError::Validation(errors).into());
-    }
-    let execution_id = ExecutionId(b.execution_id);
-    let verify = Command::Verify(Verify {
-        task_id,
-        execution_id,
-        accepted: b.accepted,
-        feedback: b.feedback,
-        score,
-        reopen: b.reopen.unwrap_or(true),
-    });
+    let verify = body.value.into_command(task_id)?;
+    let (accepted, execution_id) = (verify.accepted, verify.execution_id);
+    let verify = Command::Verify(verify);
     // An accept pays: the risk engine's settle hook (a flag holds the
     // payout; a settlement is never refused). Asked only for the task's
     // publisher, so no one else can make the server query the engine.
@@ -610,7 +624,7 @@ pub async fn verify(
         .tasks
         .get(&task_id)
         .map(|t| t.publisher_id);
-    let command = if b.accepted && publisher.is_some() && publisher == caller.owner() {
+    let command = if accepted && publisher.is_some() && publisher == caller.owner() {
         let decision = app.risk.settle(task_id, execution_id).await;
         let executor = app
             .service
