@@ -34,7 +34,10 @@
 //! spends `--reward` per task from its signup gift, and publishers earn
 //! nothing, so the gift must cover the run: the tool prints the budget.)
 
+mod common;
+
 use clap::Parser;
+use common::{latency_json, print_latency, text};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use rand::Rng;
@@ -249,13 +252,6 @@ impl Client {
         }
         text(&body, "api_key")
     }
-}
-
-fn text(v: &Value, field: &str) -> Result<String, String> {
-    v.get(field)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| format!("answer without {field}"))
 }
 
 /// Task ids seen on an agent's stream and not yet tried.
@@ -648,10 +644,6 @@ fn raise_nofile() -> u64 {
     lim.rlim_cur
 }
 
-fn ms(micros: u64) -> f64 {
-    micros as f64 / 1000.0
-}
-
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -941,20 +933,7 @@ async fn main() {
             total.submits - accepted
         );
     }
-    println!(
-        "{:<14} {:>9} {:>9} {:>9} {:>9}",
-        "op", "count", "p50 ms", "p99 ms", "max ms"
-    );
-    for (op, h) in OPS.iter().zip(&total.latency) {
-        println!(
-            "{:<14} {:>9} {:>9.2} {:>9.2} {:>9.2}",
-            op,
-            h.len(),
-            ms(h.value_at_quantile(0.5)),
-            ms(h.value_at_quantile(0.99)),
-            ms(h.max())
-        );
-    }
+    print_latency(&OPS, &total.latency);
     println!(
         "event streams: {streams_total} opened, {alive_at_end} alive at the end, {ended_early} ended early, {cutoffs} cut off as slow; {frames_at_end} frames received, {} heartbeats",
         totals.heartbeats.load(Ordering::Relaxed)
@@ -1066,21 +1045,7 @@ async fn main() {
     }
 
     if args.json {
-        let per_op: BTreeMap<_, _> = OPS
-            .iter()
-            .zip(&total.latency)
-            .map(|(op, h)| {
-                (
-                    *op,
-                    json!({
-                        "count": h.len(),
-                        "p50_ms": ms(h.value_at_quantile(0.5)),
-                        "p99_ms": ms(h.value_at_quantile(0.99)),
-                        "max_ms": ms(h.max()),
-                    }),
-                )
-            })
-            .collect();
+        let per_op = latency_json(&OPS, &total.latency);
         println!(
             "{}",
             json!({
