@@ -88,25 +88,10 @@ impl SledStore {
         // right now: only move files aside once sled's lock is free.
         wait_unlocked(&dir)?;
         let moved_aside = move_generating_aside(&dir)?;
-        let db = open_sled(&dir)?;
-        let log = db.open_tree(LOG_TREE)?;
-        let meta = db.open_tree(META_TREE)?;
-        let snapshots = db.open_tree(SNAPSHOTS_TREE)?;
-        check_format(&db, &meta, &log)?;
-        let tail = open_tail(&log)?;
-        info!(dir = %dir.display(), head_seq = tail.head.seq, head_hash = %tail.head.hash_hex(), "log store opened");
-        Ok(SledStore {
-            dir,
-            db,
-            log,
-            snapshots,
-            acked: Arc::new(Mutex::new(tail)),
-            tail,
-            poisoned: None,
-            read_only: None,
-            moved_aside,
-            stats: SledStats::default(),
-        })
+        let mut store = Self::open_trees(dir, open_tail)?;
+        store.moved_aside = moved_aside;
+        info!(dir = %store.dir.display(), head_seq = store.tail.head.seq, head_hash = %store.tail.head.hash_hex(), "log store opened");
+        Ok(store)
     }
 
     /// Open for read-only serving, even over a damaged log: as [`open`],
@@ -117,37 +102,48 @@ impl SledStore {
     ///
     /// [`open`]: SledStore::open
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<(Self, Option<StoreError>), StoreError> {
-        let dir = dir.as_ref().to_path_buf();
+        let mut damage = None;
+        let mut store = Self::open_trees(dir.as_ref().to_path_buf(), |log| match open_tail(log) {
+            Err(e @ StoreError::Corrupt { seq, .. }) => {
+                let cut = tail_before(log, seq)?;
+                damage = Some(e);
+                Ok(cut)
+            }
+            other => other,
+        })?;
+        let why = match &damage {
+            Some(e) => format!("the log is damaged ({e}); only the records before it are served"),
+            None => "opened read-only".to_owned(),
+        };
+        warn!(dir = %store.dir.display(), head_seq = store.tail.head.seq, %why, "log store opened read-only");
+        store.read_only = Some(why);
+        Ok((store, damage))
+    }
+
+    /// Open sled and its trees in `dir`, check the format and find the
+    /// tail with `tail_of`.
+    fn open_trees(
+        dir: PathBuf,
+        tail_of: impl FnOnce(&sled::Tree) -> Result<Tail, StoreError>,
+    ) -> Result<Self, StoreError> {
         let db = open_sled(&dir)?;
         let log = db.open_tree(LOG_TREE)?;
         let meta = db.open_tree(META_TREE)?;
         let snapshots = db.open_tree(SNAPSHOTS_TREE)?;
         check_format(&db, &meta, &log)?;
-        let (tail, damage) = match open_tail(&log) {
-            Ok(tail) => (tail, None),
-            Err(e @ StoreError::Corrupt { seq, .. }) => (tail_before(&log, seq)?, Some(e)),
-            Err(e) => return Err(e),
-        };
-        let why = match &damage {
-            Some(e) => format!("the log is damaged ({e}); only the records before it are served"),
-            None => "opened read-only".to_owned(),
-        };
-        warn!(dir = %dir.display(), head_seq = tail.head.seq, %why, "log store opened read-only");
-        Ok((
-            SledStore {
-                dir,
-                db,
-                log,
-                snapshots,
-                acked: Arc::new(Mutex::new(tail)),
-                tail,
-                poisoned: None,
-                read_only: Some(why),
-                moved_aside: Vec::new(),
-                stats: SledStats::default(),
-            },
-            damage,
-        ))
+        let tail = tail_of(&log)?;
+        Ok(SledStore {
+            dir,
+            db,
+            log,
+            snapshots,
+            acked: Arc::new(Mutex::new(tail)),
+            tail,
+            poisoned: None,
+            read_only: None,
+            moved_aside: Vec::new(),
+            stats: SledStats::default(),
+        })
     }
 
     /// The data directory.
