@@ -6,16 +6,8 @@
 
 mod common;
 
-use common::{Server, Wallet, rfc3339_in, task_body};
+use common::{Server, rfc3339_in, task_body, wallet};
 use serde_json::{Value, json};
-
-fn wallet(gift: u64, earned: u64) -> Wallet {
-    Wallet {
-        gift,
-        earned,
-        frozen: 0,
-    }
-}
 
 fn row(v: &Value) -> (String, i64, u64, String, String) {
     (

@@ -5,19 +5,11 @@
 
 mod common;
 
-use common::{Agent, Owner, Server, Wallet, task_body};
+use common::{Agent, Owner, Server, task_body, wallet};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
-
-fn wallet(gift: u64, earned: u64) -> Wallet {
-    Wallet {
-        gift,
-        earned,
-        frozen: 0,
-    }
-}
 
 /// Alice publishes, Bob's agent key works.
 async fn market(s: &Server) -> (Owner, Owner, Agent) {

@@ -102,6 +102,15 @@ pub struct Wallet {
     pub frozen: u64,
 }
 
+/// A wallet with nothing frozen.
+pub fn wallet(gift: u64, earned: u64) -> Wallet {
+    Wallet {
+        gift,
+        earned,
+        frozen: 0,
+    }
+}
+
 /// Settings for a test server: everything on `127.0.0.1:0`, an admin
 /// token, no rate limit, a fast timer tick. The lease is long unless a test
 /// is about leases, so slow machines do not lose claims mid-test.
