@@ -151,6 +151,9 @@ impl Risk {
 
     /// `owner` publishing a task with `reward`.
     pub async fn publish(&self, owner: AccountId, reward: u64, now_ms: u64) -> Decision {
+        if self.settings.engine == EngineKind::None {
+            return Decision::Allow;
+        }
         let facts = {
             let state = self.service.read();
             let o = state.owners.get(&owner);
@@ -184,6 +187,11 @@ impl Risk {
 
     /// Agent key `key` claiming `task`.
     pub async fn claim(&self, key: AgentKeyId, task: TaskId) -> Decision {
+        // Self-dealing is judged at settlement (pay, then hold), not here:
+        // only a remote engine has anything to say about a claim.
+        if self.settings.engine != EngineKind::Remote {
+            return Decision::Allow;
+        }
         let facts = {
             let state = self.service.read();
             let k = state.agent_keys.get(&key);
@@ -203,16 +211,15 @@ impl Risk {
                 ..Facts::default()
             }
         };
-        match self.settings.engine {
-            // Self-dealing is judged at settlement (pay, then hold), not here.
-            EngineKind::None | EngineKind::Local => Decision::Allow,
-            EngineKind::Remote => self.remote(Hook::Claim, &facts).await,
-        }
+        self.remote(Hook::Claim, &facts).await
     }
 
     /// An accepted verdict on `execution` of `task` (a rejection moves no
     /// credits to anyone and is not checked).
     pub async fn settle(&self, task: TaskId, execution: ExecutionId) -> Decision {
+        if self.settings.engine == EngineKind::None {
+            return Decision::Allow;
+        }
         let Some(facts) = settle_facts(&self.service.read(), task, execution) else {
             return Decision::Allow; // the command itself will refuse
         };

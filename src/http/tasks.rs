@@ -618,21 +618,19 @@ pub async fn verify(
     // An accept pays: the risk engine's settle hook (a flag holds the
     // payout; a settlement is never refused). Asked only for the task's
     // publisher, so no one else can make the server query the engine.
-    let publisher = app
-        .service
-        .read()
-        .tasks
-        .get(&task_id)
-        .map(|t| t.publisher_id);
-    let command = if accepted && publisher.is_some() && publisher == caller.owner() {
+    let executor = {
+        let state = app.service.read();
+        let own_task = state
+            .tasks
+            .get(&task_id)
+            .is_some_and(|t| Some(t.publisher_id) == caller.owner());
+        own_task
+            .then(|| state.executions.get(&execution_id).map(|x| x.owner_id))
+            .flatten()
+    };
+    let command = if let Some(executor) = executor.filter(|_| accepted) {
         let decision = app.risk.settle(task_id, execution_id).await;
-        let executor = app
-            .service
-            .read()
-            .executions
-            .get(&execution_id)
-            .map(|x| x.owner_id);
-        risk::apply(decision, verify, executor, Some(task_id), true)?
+        risk::apply(decision, verify, Some(executor), Some(task_id), true)?
     } else {
         verify
     };
