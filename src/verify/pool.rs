@@ -200,8 +200,15 @@ impl Verifier {
         let me = self.clone();
         tokio::spawn(async move {
             let job = async {
-                if let Ok(_slot) = me.0.slots.acquire().await {
-                    me.verify(id).await;
+                // A slot bounds the verification work only: the round trip
+                // through the writer (a group-commit wait) holds none, or
+                // the pool's throughput would be `workers` per batch time.
+                let command = match me.0.slots.acquire().await {
+                    Ok(_slot) => me.verify(id).await,
+                    Err(_) => None,
+                };
+                if let Some(command) = command {
+                    me.send(command).await;
                 }
             };
             tokio::select! {
@@ -215,22 +222,23 @@ impl Verifier {
         });
     }
 
-    /// One job: decide, then hand the verdict or fallback to the writer.
-    async fn verify(&self, id: ExecutionId) {
+    /// One job: the verdict or fallback for the writer (`None`: the
+    /// execution no longer awaits one).
+    async fn verify(&self, id: ExecutionId) -> Option<Command> {
         let command = match self.job(id) {
             Ok(Some(job)) => match self.decide(job).await {
                 // An accepted verdict pays: the risk engine's settle hook.
                 Command::AutoVerdict(v) if v.accepted => self.settle_checked(v).await,
                 other => other,
             },
-            Ok(None) => return,
+            Ok(None) => return None,
             Err((task_id, why)) => Command::Fallback(Fallback {
                 task_id,
                 execution_id: id,
                 reason: format!("the submission could not be read for verification: {why}"),
             }),
         };
-        self.send(command).await;
+        Some(command)
     }
 
     async fn settle_checked(&self, v: AutoVerdict) -> Command {
