@@ -7,9 +7,10 @@
 //! How: subscribe to the live records first, then catch up from the log
 //! (acknowledged records only) up to its head, then follow the live
 //! stream, skipping what catch-up already sent. Falling behind the live
-//! stream while catching up means more catch-up; falling behind once live
-//! means the client is too slow: it gets a final `cutoff` frame naming the
-//! last seq sent and the stream ends. The writer never waits for a client.
+//! stream means more catch-up, unless the client is the one behind (its
+//! frame buffer is more than half full): a client too slow to read gets a
+//! final `cutoff` frame naming the last seq sent and the stream ends. The
+//! writer never waits for a client.
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
@@ -22,8 +23,8 @@ use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use taskledger_events::{Event, ExecutionId, Principal, RawRecord, Record};
 use taskledger_projections::State as Market;
@@ -32,8 +33,9 @@ use tokio_stream::wrappers::ReceiverStream;
 
 /// Frames buffered per client before the client counts as slow.
 pub const CLIENT_FRAMES_MAX: usize = 1024;
-/// Records read from the log per catch-up step.
-const CATCH_UP_RECORDS_MAX: u64 = 1024;
+/// Records read from the log per catch-up step. Small: a thousand streams
+/// catching up at once on a busy server each hold one step in memory.
+const CATCH_UP_RECORDS_MAX: u64 = 128;
 /// How long the final frame may take to reach a stalled client.
 const FINAL_FRAME_WAIT: Duration = Duration::from_secs(2);
 
@@ -165,55 +167,72 @@ impl Stream_ {
         if *shutdown.borrow() {
             return;
         }
-        // Catch up until the log's head is reached with the live stream intact.
         loop {
-            match self.catch_up().await {
-                Step::Go => {}
-                Step::Stop => return,
-            }
-            match live.try_recv() {
-                Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                    live = live.resubscribe();
-                    continue;
+            // Catch up until the log's head is reached with the live stream intact.
+            loop {
+                match self.catch_up().await {
+                    Step::Go => {}
+                    Step::Stop => return,
                 }
-                Ok(r) => {
-                    if let Step::Stop = self.offer(&r).await {
-                        return;
+                match live.try_recv() {
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                        live = live.resubscribe();
+                        continue;
                     }
-                    break;
-                }
-                Err(broadcast::error::TryRecvError::Empty) => break,
-                Err(broadcast::error::TryRecvError::Closed) => return,
-            }
-        }
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => {
-                    let frame = Frame::default().event("shutdown").data("the server is stopping; resume with Last-Event-ID");
-                    let _ = tokio::time::timeout(FINAL_FRAME_WAIT, self.tx.send(Ok(frame))).await;
-                    return;
-                }
-                r = live.recv() => match r {
                     Ok(r) => {
                         if let Step::Stop = self.offer(&r).await {
                             return;
                         }
+                        break;
                     }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let body = json!({
-                            "error": "the client fell behind the live stream and was cut off",
-                            "code": "slow_consumer",
-                            "last_seq": self.sent,
-                            "skipped": n,
-                        });
-                        let frame = Frame::default().event("cutoff").data(body.to_string());
+                    Err(broadcast::error::TryRecvError::Empty) => break,
+                    Err(broadcast::error::TryRecvError::Closed) => return,
+                }
+            }
+            // Follow the live stream until the server stops or this stream
+            // falls behind it.
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => {
+                        let frame = Frame::default().event("shutdown").data("the server is stopping; resume with Last-Event-ID");
                         let _ = tokio::time::timeout(FINAL_FRAME_WAIT, self.tx.send(Ok(frame))).await;
                         return;
                     }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
+                    r = live.recv() => match r {
+                        Ok(r) => {
+                            if let Step::Stop = self.offer(&r).await {
+                                return;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(n)) if self.client_behind() => {
+                            let body = json!({
+                                "error": "the client fell behind the live stream and was cut off",
+                                "code": "slow_consumer",
+                                "last_seq": self.sent,
+                                "skipped": n,
+                            });
+                            let frame = Frame::default().event("cutoff").data(body.to_string());
+                            let _ = tokio::time::timeout(FINAL_FRAME_WAIT, self.tx.send(Ok(frame))).await;
+                            return;
+                        }
+                        // The server fell behind, not the client (a busy
+                        // machine): catch up from the log again.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            live = live.resubscribe();
+                            break;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                }
             }
         }
+    }
+
+    /// Is the client the slow one: more than half of its frame buffer
+    /// unread? (If it is not, this stream's task fell behind on a busy
+    /// server, and the client is owed the rest, not a cut-off.)
+    fn client_behind(&self) -> bool {
+        self.tx.capacity() < CLIENT_FRAMES_MAX / 2
     }
 
     /// Send everything in the log after `sent`, up to its head.
@@ -271,16 +290,16 @@ impl Stream_ {
             return Step::Go;
         }
         let frame = {
-            let state = self.app.service.read();
             let wanted = self
                 .types
                 .as_ref()
                 .is_none_or(|t| t.contains(&r.event.kind()));
-            if wanted {
-                payload(&state, &self.caller, r)
-            } else {
-                None
-            }
+            let state = self.app.service.read();
+            (wanted && visible(&state, &self.caller, &r.event)).then(|| {
+                self.app
+                    .frames
+                    .text(r.seq, || payload(&state, r).to_string())
+            })
         };
         self.sent = r.seq;
         match frame {
@@ -289,7 +308,7 @@ impl Stream_ {
                 let frame = Frame::default()
                     .id(r.seq.to_string())
                     .event(r.event.kind())
-                    .data(data.to_string());
+                    .data(&*data);
                 match self.tx.send(Ok(frame)).await {
                     Ok(()) => Step::Go,
                     Err(_) => Step::Stop,
@@ -351,14 +370,11 @@ pub fn visible(state: &Market, caller: &Principal, e: &Event) -> bool {
     }
 }
 
-/// The frame's JSON, or `None` when the caller may not see the event.
+/// The frame's JSON, the same for every caller [`visible`] lets see it.
 /// Task specs never travel here: a frame carries a task summary, and the
 /// full task (redacted for the caller) is one GET away.
-pub fn payload(state: &Market, caller: &Principal, r: &Record) -> Option<Value> {
+pub fn payload(state: &Market, r: &Record) -> Value {
     let e = &r.event;
-    if !visible(state, caller, e) {
-        return None;
-    }
     let data = match e {
         Event::TaskPublished(p) => state
             .tasks
@@ -388,12 +404,45 @@ pub fn payload(state: &Market, caller: &Principal, r: &Record) -> Option<Value> 
         Event::AccountRegistered(a) => json!({ "account_id": a.account_id.0 }),
         _ => json!({}),
     };
-    Some(json!({
+    json!({
         "seq": r.seq,
         "at": views::ts(r.at_ms),
         "type": e.kind(),
         "task_id": e.task_id().map(|t| t.0),
         "execution_id": execution_id(e).map(|x| x.0),
         "data": data,
-    }))
+    })
+}
+
+/// Frame texts of recent records by seq. A new task goes to every agent's
+/// stream; its text is the same for all of them, so it is serialized once,
+/// not once per stream. Streams follow the live records closely, so a
+/// small ring keeps nearly every text until the last stream has sent it;
+/// a stream further behind computes the text again (the same text).
+pub struct FrameTexts {
+    ring: Vec<Mutex<Option<(u64, Arc<str>)>>>,
+}
+
+impl FrameTexts {
+    pub fn new(records: usize) -> Self {
+        FrameTexts {
+            ring: (0..records.max(1)).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    /// The text of record `seq`, made by `make` unless already made.
+    fn text(&self, seq: u64, make: impl FnOnce() -> String) -> Arc<str> {
+        let slot = &self.ring[(seq % self.ring.len() as u64) as usize];
+        // Made under the lock: the streams that come for the same record
+        // meanwhile wait for this text rather than make their own.
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            Some((at, text)) if *at == seq => text.clone(),
+            _ => {
+                let text: Arc<str> = make().into();
+                *slot = Some((seq, text.clone()));
+                text
+            }
+        }
+    }
 }

@@ -62,6 +62,8 @@ pub struct Inner {
     pub metrics: metrics::HttpMetrics,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     pub sse_clients: AtomicUsize,
+    /// Event frame texts, shared by every stream.
+    pub frames: events::FrameTexts,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Ends every MCP stream at shutdown.
     pub mcp_cancel: tokio_util::sync::CancellationToken,
@@ -106,6 +108,7 @@ impl AppState {
             metrics: metrics::HttpMetrics::new(),
             limiter,
             sse_clients: AtomicUsize::new(0),
+            frames: events::FrameTexts::new(crate::service::LIVE_RECORDS_MAX),
             shutdown,
             mcp_cancel: tokio_util::sync::CancellationToken::new(),
             mcp_sessions: Arc::new(mcp_session_manager(&settings_mcp)),
