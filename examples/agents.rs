@@ -363,9 +363,11 @@ where
             let Ok(chunk) = chunk else { break };
             buf.extend_from_slice(&chunk);
             // Frames end with a blank line; axum writes `\n` line ends.
-            while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
-                let raw = String::from_utf8_lossy(&buf[..end]).into_owned();
-                buf.drain(..end + 2);
+            // Parse every whole frame in place, then drop them at once.
+            let mut start = 0;
+            while let Some(len) = buf[start..].windows(2).position(|w| w == b"\n\n") {
+                let raw = String::from_utf8_lossy(&buf[start..start + len]);
+                start += len + 2;
                 match parse_frame(&raw) {
                     None => {
                         totals.heartbeats.fetch_add(1, Ordering::Relaxed);
@@ -384,6 +386,7 @@ where
                     }
                 }
             }
+            buf.drain(..start);
         }
         totals.alive.fetch_sub(1, Ordering::Relaxed);
         if !stop.load(Ordering::Relaxed) {
