@@ -420,8 +420,11 @@ pub fn payload(state: &Market, r: &Record) -> Value {
 /// small ring keeps nearly every text until the last stream has sent it;
 /// a stream further behind computes the text again (the same text).
 pub struct FrameTexts {
-    ring: Vec<Mutex<Option<(u64, Arc<str>)>>>,
+    ring: Vec<Mutex<Option<FrameText>>>,
 }
+
+/// A record's seq and its frame text.
+type FrameText = (u64, Arc<str>);
 
 impl FrameTexts {
     pub fn new(records: usize) -> Self {
