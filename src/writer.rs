@@ -94,8 +94,18 @@ pub(crate) struct Writer {
     live: broadcast::Sender<Arc<Record>>,
     poisoned: Option<String>,
     last_snapshot_seq: u64,
+    /// A snapshot is being encoded on its own thread.
+    snapshot_running: bool,
+    /// Encoded snapshots come back here.
+    snapshots: (
+        std::sync::mpsc::Sender<Encoded>,
+        std::sync::mpsc::Receiver<Encoded>,
+    ),
     metrics: Arc<crate::service::WriterMetrics>,
 }
+
+/// A snapshot's seq and its bytes, or why encoding failed.
+type Encoded = (u64, Result<Vec<u8>, String>);
 
 impl Writer {
     #[allow(clippy::too_many_arguments)]
@@ -118,6 +128,8 @@ impl Writer {
             live,
             poisoned: None,
             last_snapshot_seq,
+            snapshot_running: false,
+            snapshots: std::sync::mpsc::channel(),
             metrics,
         }
     }
@@ -170,18 +182,61 @@ impl Writer {
             .flush()
             .map_err(|e| ServiceError::Storage(e.to_string()))?;
         if self.state.head_seq > self.last_snapshot_seq {
-            self.snapshot()?;
+            let bytes =
+                snapshot::encode(&self.state).map_err(|e| ServiceError::Storage(e.to_string()))?;
+            self.store_snapshot(self.state.head_seq, &bytes)?;
         }
         Ok(())
     }
 
-    fn snapshot(&mut self) -> Result<(), ServiceError> {
-        let bytes =
-            snapshot::encode(&self.state).map_err(|e| ServiceError::Storage(e.to_string()))?;
+    /// Store a snapshot that came back encoded; every
+    /// [`SNAPSHOT_EVERY_RECORDS`], start encoding the next one from a copy
+    /// of the state on a thread of its own: encoding a big market takes
+    /// hundreds of milliseconds, and commands keep flowing meanwhile.
+    fn snapshot_between_batches(&mut self) {
+        if let Ok((seq, encoded)) = self.snapshots.1.try_recv() {
+            self.snapshot_running = false;
+            let stored = encoded
+                .and_then(|bytes| self.store_snapshot(seq, &bytes).map_err(|e| e.to_string()));
+            if let Err(e) = stored {
+                tracing::warn!(error = %e, "snapshot failed; will retry at the next interval");
+            }
+        }
+        if self.snapshot_running
+            || self.state.head_seq < self.last_snapshot_seq + SNAPSHOT_EVERY_RECORDS
+        {
+            return;
+        }
+        let copying = std::time::Instant::now();
+        let state = self.state.clone();
+        tracing::debug!(
+            seq = state.head_seq,
+            took_ms = copying.elapsed().as_millis() as u64,
+            "state copied for a snapshot"
+        );
+        let back = self.snapshots.0.clone();
+        let spawned = std::thread::Builder::new()
+            .name("taskledger-snapshot".into())
+            .spawn(move || {
+                let encoded = snapshot::encode(&state).map_err(|e| e.to_string());
+                let _ = back.send((state.head_seq, encoded));
+            });
+        match spawned {
+            Ok(_) => self.snapshot_running = true,
+            Err(e) => tracing::warn!(error = %e, "cannot start the snapshot thread"),
+        }
+    }
+
+    /// Store a snapshot unless a newer one is stored already.
+    fn store_snapshot(&mut self, seq: u64, bytes: &[u8]) -> Result<(), ServiceError> {
+        if seq <= self.last_snapshot_seq {
+            return Ok(());
+        }
         self.store
-            .put_snapshot(self.state.head_seq, &bytes)
+            .put_snapshot(seq, bytes)
             .map_err(|e| ServiceError::Storage(e.to_string()))?;
-        self.last_snapshot_seq = self.state.head_seq;
+        tracing::info!(seq, bytes = bytes.len(), "snapshot stored");
+        self.last_snapshot_seq = seq;
         Ok(())
     }
 
@@ -302,11 +357,7 @@ impl Writer {
         for (reply, answer) in replays {
             let _ = reply.send(answer);
         }
-        if self.state.head_seq >= self.last_snapshot_seq + SNAPSHOT_EVERY_RECORDS
-            && let Err(e) = self.snapshot()
-        {
-            tracing::warn!(error = %e, "snapshot failed; will retry at the next interval");
-        }
+        self.snapshot_between_batches();
     }
 
     /// Seal and apply a command's events to the working state.
