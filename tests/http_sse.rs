@@ -398,3 +398,149 @@ async fn a_stream_without_since_starts_at_the_head() {
     drop(reader);
     s.stop().await;
 }
+
+/// A client that stops reading is cut off, and gets the `cutoff` frame
+/// after everything buffered for it once it reads again; a client that
+/// keeps reading through the same burst is not cut off and misses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_is_cut_off_with_a_final_frame_and_a_reading_one_is_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start_with(|c| c.signup_gift = 1_000_000).await;
+    let publisher: Owner = s.register("publisher").await;
+    let agent_owner: Owner = s.register("agents").await;
+    let agent = s.agent(&agent_owner, "watcher").await;
+
+    // given a stalled client: a tiny receive window, and no reading past
+    // the response head
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let addr = s.running().addr;
+    let mut stalled = socket.connect(addr).await.expect("connect");
+    let request = format!(
+        "GET /api/v1/events?type=task_published HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n",
+        agent.key
+    );
+    stalled
+        .write_all(request.as_bytes())
+        .await
+        .expect("request");
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stalled
+            .read_exact(&mut byte)
+            .await
+            .expect("the response head");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+
+    // and a client that reads as frames come
+    let mut reader = s.events(&agent.key, "?type=task_published", &[]).await;
+    let (last_tx, last_rx) = tokio::sync::watch::channel(0u64);
+    let reading = tokio::spawn(async move {
+        let mut frames: Vec<Frame> = Vec::new();
+        loop {
+            match reader.next(Duration::from_millis(500)).await {
+                Some(f) => frames.push(f),
+                None => {
+                    let last = *last_rx.borrow();
+                    if last > 0 && frames.last().and_then(|f| f.id) >= Some(last) {
+                        return frames;
+                    }
+                    assert!(frames.len() < 100_000, "the reader never caught up");
+                }
+            }
+        }
+    });
+
+    // when more tasks are published than the live stream and the stalled
+    // client's buffer hold together
+    // (long titles: big frames fill the socket buffers sooner)
+    const TASKS: usize = lagging_burst();
+    let mut body = task_body(1);
+    body["title"] = json!("t".repeat(200));
+    let published = futures_util::future::join_all((0..16).map(|_| async {
+        let mut ids = Vec::new();
+        for _ in 0..TASKS / 16 {
+            ids.push(s.publish(&publisher, body.clone()).await);
+        }
+        ids
+    }))
+    .await;
+    let published: BTreeSet<String> = published.into_iter().flatten().collect();
+    let last_seq = s.head_seq().await;
+    last_tx.send(last_seq).expect("the reader is waiting");
+
+    // then the reading client saw every task once, in seq order, uncut
+    let frames = tokio::time::timeout(Duration::from_secs(120), reading)
+        .await
+        .expect("the reader caught up")
+        .expect("the reader task");
+    assert!(
+        frames
+            .iter()
+            .all(|f| f.event.as_deref() == Some("task_published")),
+        "no cutoff for a reading client"
+    );
+    let seen: Vec<String> = frames
+        .iter()
+        .map(|f| f.json()["task_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(seen.iter().cloned().collect::<BTreeSet<_>>(), published);
+    assert_eq!(seen.len(), published.len(), "nothing twice");
+    assert!(frames.windows(2).all(|w| w[0].id < w[1].id), "seq order");
+
+    // and the stalled one, reading again, gets its buffered frames then
+    // the cutoff frame naming the last seq it was sent
+    let mut text = String::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !text.contains("event: cutoff")
+        || !text[text.find("event: cutoff").unwrap_or(0)..].contains("\n\n")
+    {
+        let Ok(n) = tokio::time::timeout_at(deadline, stalled.read(&mut buf)).await else {
+            panic!(
+                "no cutoff frame within 60 s; {} task frames of {} came",
+                text.matches("event: task_published").count(),
+                published.len()
+            );
+        };
+        let n = n.expect("read");
+        assert!(n > 0, "the stream ended without a cutoff frame");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let cutoff = &text[text.find("event: cutoff").expect("cutoff")..];
+    assert!(cutoff.contains("\"code\":\"slow_consumer\""), "{cutoff}");
+    let sent = text.matches("event: task_published").count();
+    assert!(
+        sent < published.len(),
+        "a stalled client was sent {sent} of {} frames",
+        published.len()
+    );
+    let last_id: u64 = text
+        .rsplit("\nid: ")
+        .next()
+        .and_then(|t| t.split('\n').next())
+        .and_then(|t| t.trim().parse().ok())
+        .expect("an id before the cutoff");
+    assert!(
+        cutoff.contains(&format!("\"last_seq\":{last_id}")),
+        "{cutoff}"
+    );
+    drop(stalled);
+    s.stop().await;
+}
+
+/// Tasks enough to overflow the live records plus a client's frame buffer
+/// plus what the kernel and hyper buffer for a socket: loopback send
+/// buffers grow to `tcp_wmem`'s 4 MiB, ~6,000 frames of ~700 bytes.
+const fn lagging_burst() -> usize {
+    let n =
+        taskledger::service::LIVE_RECORDS_MAX + taskledger::http::events::CLIENT_FRAMES_MAX + 8_000;
+    n - n % 16
+}

@@ -19,7 +19,7 @@ use super::views;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as Frame, KeepAlive, Sse};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::convert::Infallible;
@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use taskledger_events::{Event, ExecutionId, Principal, RawRecord, Record};
 use taskledger_projections::State as Market;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
 /// Frames buffered per client before the client counts as slow.
@@ -36,7 +36,8 @@ pub const CLIENT_FRAMES_MAX: usize = 1024;
 /// Records read from the log per catch-up step. Small: a thousand streams
 /// catching up at once on a busy server each hold one step in memory.
 const CATCH_UP_RECORDS_MAX: u64 = 128;
-/// How long the final frame may take to reach a stalled client.
+/// How long the `shutdown` frame may wait for room in a client's buffer
+/// (a graceful stop does not wait on a stalled client for longer).
 const FINAL_FRAME_WAIT: Duration = Duration::from_secs(2);
 
 /// Every event type a stream may carry (for `?type=`).
@@ -128,18 +129,25 @@ pub async fn events(
         .or(q.since)
         .unwrap_or_else(|| app.history.head().seq);
     let (tx, rx) = mpsc::channel(CLIENT_FRAMES_MAX);
+    let (last_tx, last_rx) = oneshot::channel();
     let stream = Stream_ {
         app: app.clone(),
         caller: caller.0,
         types,
         sent: since,
         tx,
+        last: Some(last_tx),
     };
     tokio::spawn(async move {
         let _slot = slot;
         stream.run(live).await;
     });
-    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(
+    // The frames, then the `cutoff` frame if the stream was cut off: it
+    // needs no room in a full buffer, so a stalled client still gets it
+    // once it reads again.
+    let last =
+        futures_util::stream::once(last_rx).filter_map(|f| std::future::ready(f.ok().map(Ok)));
+    Ok(Sse::new(ReceiverStream::new(rx).chain(last)).keep_alive(
         KeepAlive::new()
             .interval(Duration::from_secs(app.settings.sse_heartbeat_secs.max(1)))
             .text("heartbeat"),
@@ -154,6 +162,8 @@ struct Stream_ {
     /// The last seq accounted for (sent or filtered out).
     sent: u64,
     tx: mpsc::Sender<Result<Frame, Infallible>>,
+    /// The frame that follows everything in `tx` when the stream is cut off.
+    last: Option<oneshot::Sender<Frame>>,
 }
 
 enum Step {
@@ -212,7 +222,9 @@ impl Stream_ {
                                 "skipped": n,
                             });
                             let frame = Frame::default().event("cutoff").data(body.to_string());
-                            let _ = tokio::time::timeout(FINAL_FRAME_WAIT, self.tx.send(Ok(frame))).await;
+                            if let Some(last) = self.last.take() {
+                                let _ = last.send(frame);
+                            }
                             return;
                         }
                         // The server fell behind, not the client (a busy
