@@ -404,40 +404,16 @@ async fn a_stream_without_since_starts_at_the_head() {
 /// keeps reading through the same burst is not cut off and misses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_is_cut_off_with_a_final_frame_and_a_reading_one_is_not() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let s = Server::start_with(|c| c.signup_gift = 1_000_000).await;
     let publisher: Owner = s.register("publisher").await;
     let agent_owner: Owner = s.register("agents").await;
     let agent = s.agent(&agent_owner, "watcher").await;
 
     // given a stalled client: a tiny receive window, and no reading past
-    // the response head
-    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    let addr = s.running().addr;
-    let mut stalled = socket.connect(addr).await.expect("connect");
-    let request = format!(
-        "GET /api/v1/events?type=task_published HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n",
-        agent.key
-    );
-    stalled
-        .write_all(request.as_bytes())
-        .await
-        .expect("request");
-    let mut head = Vec::new();
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        stalled
-            .read_exact(&mut byte)
-            .await
-            .expect("the response head");
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    // the response head; and one that never reads again at all
+    let mut stalled = open_stalled(&s, &agent.key).await;
+    let never_reads = open_stalled(&s, &agent.key).await;
 
     // and a client that reads as frames come
     let mut reader = s.events(&agent.key, "?type=task_published", &[]).await;
@@ -533,7 +509,42 @@ async fn a_stalled_client_is_cut_off_with_a_final_frame_and_a_reading_one_is_not
         "{cutoff}"
     );
     drop(stalled);
-    s.stop().await;
+
+    // and a graceful stop does not wait forever on the client that never
+    // reads (its socket is full, so its response can never be finished)
+    tokio::time::timeout(Duration::from_secs(30), s.stop())
+        .await
+        .expect("the server stops despite a client that never reads");
+    drop(never_reads);
+}
+
+/// `GET /events?type=task_published` on a socket with a 4 KiB receive
+/// window, read up to the end of the response head and no further.
+async fn open_stalled(s: &Server, key: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let addr = s.running().addr;
+    let mut stream = socket.connect(addr).await.expect("connect");
+    let request = format!(
+        "GET /api/v1/events?type=task_published HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("request");
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream
+            .read_exact(&mut byte)
+            .await
+            .expect("the response head");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
 }
 
 /// Tasks enough to overflow the live records plus a client's frame buffer

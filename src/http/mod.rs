@@ -470,6 +470,9 @@ impl Running {
     }
 }
 
+/// How long a graceful stop waits for open connections to finish.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Open the store, start the writer and the timers, and listen on
 /// `settings.addr` (port 0 picks a free one).
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
@@ -552,9 +555,10 @@ pub async fn start_on(
     let verifier_stop = state.verifier.clone();
     let router = app(state);
     let svc = service.clone();
-    let mut stopped = stop_rx;
+    let mut stopped = stop_rx.clone();
+    let mut grace_over = stop_rx;
     let task = tokio::spawn(async move {
-        let result = axum::serve(
+        let serve = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
@@ -564,8 +568,20 @@ pub async fn start_on(
             // Submit calls waiting for a verdict answer now (pending), and
             // jobs in flight are dropped: the next start verifies them again.
             verifier_stop.stop();
-        })
-        .await;
+        });
+        // A client that stopped reading with its socket full keeps its
+        // connection from ever finishing: past the grace, close what is
+        // left rather than never exit. The writer drains either way.
+        let result = tokio::select! {
+            result = serve.into_future() => result,
+            _ = async {
+                let _ = grace_over.wait_for(|s| *s).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "connections still open after the shutdown grace; closing them");
+                Ok(())
+            }
+        };
         timers.abort();
         rechecks.abort();
         let drained = svc.shutdown().await;
