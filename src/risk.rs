@@ -151,9 +151,11 @@ impl Risk {
 
     /// `owner` publishing a task with `reward`.
     pub async fn publish(&self, owner: AccountId, reward: u64, now_ms: u64) -> Decision {
-        if self.settings.engine == EngineKind::None {
-            return Decision::Allow;
-        }
+        let remote = match self.settings.engine {
+            EngineKind::None => return Decision::Allow,
+            EngineKind::Local => false,
+            EngineKind::Remote => true,
+        };
         let facts = {
             let state = self.service.read();
             let o = state.owners.get(&owner);
@@ -165,23 +167,20 @@ impl Risk {
                 ..Facts::default()
             }
         };
-        match self.settings.engine {
-            EngineKind::None => Decision::Allow,
-            EngineKind::Local => {
-                let young = facts
-                    .account_age_secs
-                    .is_some_and(|age| age < self.settings.young_account.as_secs());
-                if young && reward > self.settings.young_reward_cap {
-                    Decision::Deny(format!(
-                        "accounts younger than {} days may publish rewards of at most {} credits",
-                        self.settings.young_account.as_secs() / 86_400,
-                        self.settings.young_reward_cap
-                    ))
-                } else {
-                    Decision::Allow
-                }
-            }
-            EngineKind::Remote => self.remote(Hook::Publish, &facts).await,
+        if remote {
+            return self.remote(Hook::Publish, &facts).await;
+        }
+        let young = facts
+            .account_age_secs
+            .is_some_and(|age| age < self.settings.young_account.as_secs());
+        if young && reward > self.settings.young_reward_cap {
+            Decision::Deny(format!(
+                "accounts younger than {} days may publish rewards of at most {} credits",
+                self.settings.young_account.as_secs() / 86_400,
+                self.settings.young_reward_cap
+            ))
+        } else {
+            Decision::Allow
         }
     }
 
@@ -217,16 +216,18 @@ impl Risk {
     /// An accepted verdict on `execution` of `task` (a rejection moves no
     /// credits to anyone and is not checked).
     pub async fn settle(&self, task: TaskId, execution: ExecutionId) -> Decision {
-        if self.settings.engine == EngineKind::None {
-            return Decision::Allow;
-        }
+        let remote = match self.settings.engine {
+            EngineKind::None => return Decision::Allow,
+            EngineKind::Local => false,
+            EngineKind::Remote => true,
+        };
         let Some(facts) = settle_facts(&self.service.read(), task, execution) else {
             return Decision::Allow; // the command itself will refuse
         };
-        match self.settings.engine {
-            EngineKind::None => Decision::Allow,
-            EngineKind::Local => self.local_settle(&facts),
-            EngineKind::Remote => self.remote(Hook::Settle, &facts).await,
+        if remote {
+            self.remote(Hook::Settle, &facts).await
+        } else {
+            self.local_settle(&facts)
         }
     }
 
