@@ -43,6 +43,12 @@ fn owner_of<'s>(state: &'s Market, caller: &Caller) -> ApiResult<&'s Owner> {
             .ok_or_else(|| ApiError::unauthorized("unknown agent key"))?,
         _ => return Err(ApiError::forbidden("this needs an owner or agent key")),
     };
+    account(state, id)
+}
+
+/// The account an owner key names (a key whose account is unknown does
+/// not authenticate).
+pub(super) fn account(state: &Market, id: AccountId) -> ApiResult<&Owner> {
     state
         .owners
         .get(&id)
@@ -163,11 +169,7 @@ pub async fn register(
         .owners
         .get(&id)
         .ok_or_else(|| ApiError::not_found(format!("account {id}")))?;
-    let status = if out.replayed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    let status = super::created_status(&out);
     Ok((
         status,
         Json(Registered {
@@ -247,10 +249,7 @@ pub async fn ledger(
     let id = caller.require_owner()?;
     let (limit, offset) = page.bounds(50, 100)?;
     let state = app.service.read();
-    let owner = state
-        .owners
-        .get(&id)
-        .ok_or_else(|| ApiError::unauthorized("unknown account"))?;
+    let owner = account(&state, id)?;
     Ok(Json(LedgerPage {
         rows: owner
             .ledger
@@ -351,10 +350,7 @@ pub async fn redeem(
         )
         .await?;
     let state = app.service.read();
-    let owner = state
-        .owners
-        .get(&id)
-        .ok_or_else(|| ApiError::unauthorized("unknown account"))?;
+    let owner = account(&state, id)?;
     Ok(Json(credits_of(owner)))
 }
 
@@ -523,11 +519,7 @@ pub async fn issue_agent_key(
         .agent_keys
         .get(&id)
         .ok_or_else(|| ApiError::not_found(format!("agent key {id}")))?;
-    let status = if out.replayed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    let status = super::created_status(&out);
     Ok((
         status,
         Json(views::agent_key_view(k, (!out.replayed).then_some(key))),
@@ -548,10 +540,7 @@ pub async fn list_agent_keys(
 ) -> ApiResult<Json<AgentKeyList>> {
     let id = caller.require_owner()?;
     let state = app.service.read();
-    let owner = state
-        .owners
-        .get(&id)
-        .ok_or_else(|| ApiError::unauthorized("unknown account"))?;
+    let owner = account(&state, id)?;
     Ok(Json(AgentKeyList {
         agent_keys: owner
             .agent_keys
@@ -609,10 +598,7 @@ pub struct Overview {
 pub async fn overview(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Overview>> {
     let id = caller.require_owner()?;
     let state = app.service.read();
-    let owner = state
-        .owners
-        .get(&id)
-        .ok_or_else(|| ApiError::unauthorized("unknown account"))?;
+    let owner = account(&state, id)?;
     let tasks_by_status = TaskStatus::ALL
         .iter()
         .map(|s| {

@@ -470,6 +470,16 @@ impl Running {
     }
 }
 
+/// 201 for a resource a command created, 200 when an idempotent retry
+/// replays that creation.
+pub(crate) fn created_status(out: &crate::writer::Outcome) -> axum::http::StatusCode {
+    if out.replayed {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::CREATED
+    }
+}
+
 /// How long a graceful stop waits for open connections to finish.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 

@@ -277,11 +277,7 @@ pub async fn publish(
         .ok_or_else(|| ApiError::bad_request("publish produced no task"))?;
     let state = app.service.read();
     let task = find_task(&state, id)?;
-    let status = if out.replayed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    let status = super::created_status(&out);
     Ok((status, Json(app.task_view(&state, &caller.0, task)?)))
 }
 
@@ -476,11 +472,7 @@ pub async fn claim(
         })
         .ok_or_else(|| ApiError::bad_request("claim produced no execution"))?;
     let state = app.service.read();
-    let status = if out.replayed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    let status = super::created_status(&out);
     Ok((status, Json(execution_of(&app, &state, id)?)))
 }
 
@@ -796,10 +788,7 @@ pub async fn my_published(
     let id = caller.require_owner()?;
     let (limit, offset) = page.bounds(50, 100)?;
     let state = app.service.read();
-    let owner = state
-        .owners
-        .get(&id)
-        .ok_or_else(|| ApiError::unauthorized("unknown account"))?;
+    let owner = super::accounts::account(&state, id)?;
     Ok(Json(TaskList {
         tasks: owner
             .published

@@ -150,6 +150,15 @@ fn text(v: &Value, field: &str) -> String {
     }
 }
 
+/// `, score N` when the execution has a score, else nothing.
+fn score_suffix(v: &Value) -> String {
+    if v["score"].is_null() {
+        String::new()
+    } else {
+        format!(", score {}", text(v, "score"))
+    }
+}
+
 /// The tool result: a human line plus the JSON, or the API's refusal.
 fn reply(result: Result<Value, Failure>, line: impl FnOnce(&Value) -> String) -> CallToolResult {
     match result {
@@ -385,11 +394,7 @@ impl MarketMcp {
                 "submitted execution {}: status {}{}",
                 text(v, "id"),
                 text(v, "status"),
-                if v["score"].is_null() {
-                    String::new()
-                } else {
-                    format!(", score {}", text(v, "score"))
-                }
+                score_suffix(v)
             )
         })
     }
@@ -420,11 +425,7 @@ impl MarketMcp {
                 "execution {}: {}{}",
                 text(v, "id"),
                 text(v, "status"),
-                if v["score"].is_null() {
-                    String::new()
-                } else {
-                    format!(", score {}", text(v, "score"))
-                }
+                score_suffix(v)
             )
         })
     }
