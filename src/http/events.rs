@@ -36,9 +36,6 @@ pub const CLIENT_FRAMES_MAX: usize = 1024;
 /// Records read from the log per catch-up step. Small: a thousand streams
 /// catching up at once on a busy server each hold one step in memory.
 const CATCH_UP_RECORDS_MAX: u64 = 128;
-/// How long the `shutdown` frame may wait for room in a client's buffer
-/// (a graceful stop does not wait on a stalled client for longer).
-const FINAL_FRAME_WAIT: Duration = Duration::from_secs(2);
 
 /// Every event type a stream may carry (for `?type=`).
 pub const TYPES: [&str; 20] = [
@@ -142,9 +139,10 @@ pub async fn events(
         let _slot = slot;
         stream.run(live).await;
     });
-    // The frames, then the `cutoff` frame if the stream was cut off: it
-    // needs no room in a full buffer, so a stalled client still gets it
-    // once it reads again.
+    // The frames, then the final `cutoff` or `shutdown` frame if there is
+    // one: it needs no room in a full buffer, so a stalled client still
+    // gets it once it reads again (a graceful stop waits for that up to
+    // `SHUTDOWN_GRACE`).
     let last =
         futures_util::stream::once(last_rx).filter_map(|f| std::future::ready(f.ok().map(Ok)));
     Ok(Sse::new(ReceiverStream::new(rx).chain(last)).keep_alive(
@@ -162,7 +160,8 @@ struct Stream_ {
     /// The last seq accounted for (sent or filtered out).
     sent: u64,
     tx: mpsc::Sender<Result<Frame, Infallible>>,
-    /// The frame that follows everything in `tx` when the stream is cut off.
+    /// The frame that follows everything in `tx` when the stream is cut
+    /// off or the server stops.
     last: Option<oneshot::Sender<Frame>>,
 }
 
@@ -178,65 +177,76 @@ impl Stream_ {
             return;
         }
         loop {
-            // Catch up until the log's head is reached with the live stream intact.
-            loop {
-                match self.catch_up().await {
-                    Step::Go => {}
-                    Step::Stop => return,
-                }
-                match live.try_recv() {
-                    Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                        live = live.resubscribe();
-                        continue;
-                    }
-                    Ok(r) => {
-                        if let Step::Stop = self.offer(&r).await {
-                            return;
-                        }
-                        break;
-                    }
-                    Err(broadcast::error::TryRecvError::Empty) => break,
-                    Err(broadcast::error::TryRecvError::Closed) => return,
-                }
+            if let Step::Stop = self.catch_up_to_live(&mut live).await {
+                return;
             }
-            // Follow the live stream until the server stops or this stream
-            // falls behind it.
-            loop {
-                tokio::select! {
-                    _ = shutdown.changed() => {
-                        let frame = Frame::default().event("shutdown").data("the server is stopping; resume with Last-Event-ID");
-                        let _ = tokio::time::timeout(FINAL_FRAME_WAIT, self.tx.send(Ok(frame))).await;
-                        return;
-                    }
-                    r = live.recv() => match r {
-                        Ok(r) => {
-                            if let Step::Stop = self.offer(&r).await {
-                                return;
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(n)) if self.client_behind() => {
-                            let body = json!({
-                                "error": "the client fell behind the live stream and was cut off",
-                                "code": "slow_consumer",
-                                "last_seq": self.sent,
-                                "skipped": n,
-                            });
-                            let frame = Frame::default().event("cutoff").data(body.to_string());
-                            if let Some(last) = self.last.take() {
-                                let _ = last.send(frame);
-                            }
-                            return;
-                        }
-                        // The server fell behind, not the client (a busy
-                        // machine): catch up from the log again.
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            live = live.resubscribe();
-                            break;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                }
+            if let Step::Stop = self.follow(&mut live, &mut shutdown).await {
+                return;
             }
+            // This stream fell behind the live records on a busy server
+            // while its client kept reading: catch up from the log again.
+            live = live.resubscribe();
+        }
+    }
+
+    /// Catch up until the log's head is reached with the live stream intact.
+    async fn catch_up_to_live(&mut self, live: &mut broadcast::Receiver<Arc<Record>>) -> Step {
+        loop {
+            if let Step::Stop = self.catch_up().await {
+                return Step::Stop;
+            }
+            match live.try_recv() {
+                Err(broadcast::error::TryRecvError::Lagged(_)) => *live = live.resubscribe(),
+                Ok(r) => return self.offer(&r).await,
+                Err(broadcast::error::TryRecvError::Empty) => return Step::Go,
+                Err(broadcast::error::TryRecvError::Closed) => return Step::Stop,
+            }
+        }
+    }
+
+    /// Send live records until the server stops (`Stop`) or this stream
+    /// falls behind them (`Go`: catch up). A client that is the slow one
+    /// is cut off instead.
+    async fn follow(
+        &mut self,
+        live: &mut broadcast::Receiver<Arc<Record>>,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Step {
+        loop {
+            let received = tokio::select! {
+                _ = shutdown.changed() => {
+                    self.end_with(Frame::default().event("shutdown").data("the server is stopping; resume with Last-Event-ID"));
+                    return Step::Stop;
+                }
+                r = live.recv() => r,
+            };
+            match received {
+                Ok(r) => {
+                    if let Step::Stop = self.offer(&r).await {
+                        return Step::Stop;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) if self.client_behind() => {
+                    let body = json!({
+                        "error": "the client fell behind the live stream and was cut off",
+                        "code": "slow_consumer",
+                        "last_seq": self.sent,
+                        "skipped": n,
+                    });
+                    self.end_with(Frame::default().event("cutoff").data(body.to_string()));
+                    return Step::Stop;
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => return Step::Go,
+                Err(broadcast::error::RecvError::Closed) => return Step::Stop,
+            }
+        }
+    }
+
+    /// The stream's final frame, after everything buffered for the client:
+    /// it needs no room in a full buffer.
+    fn end_with(&mut self, frame: Frame) {
+        if let Some(last) = self.last.take() {
+            let _ = last.send(frame);
         }
     }
 
