@@ -94,13 +94,8 @@ pub(crate) struct Writer {
     live: broadcast::Sender<Arc<Record>>,
     poisoned: Option<String>,
     last_snapshot_seq: u64,
-    /// A snapshot is being encoded on its own thread.
-    snapshot_running: bool,
-    /// Encoded snapshots come back here.
-    snapshots: (
-        std::sync::mpsc::Sender<Encoded>,
-        std::sync::mpsc::Receiver<Encoded>,
-    ),
+    /// The snapshot being encoded on its own thread, when one is.
+    snapshot: Option<std::sync::mpsc::Receiver<Encoded>>,
     metrics: Arc<crate::service::WriterMetrics>,
 }
 
@@ -128,8 +123,7 @@ impl Writer {
             live,
             poisoned: None,
             last_snapshot_seq,
-            snapshot_running: false,
-            snapshots: std::sync::mpsc::channel(),
+            snapshot: None,
             metrics,
         }
     }
@@ -190,39 +184,41 @@ impl Writer {
     }
 
     /// Store a snapshot that came back encoded; every
-    /// [`SNAPSHOT_EVERY_RECORDS`], start encoding the next one from a copy
-    /// of the state on a thread of its own: encoding a big market takes
-    /// hundreds of milliseconds, and commands keep flowing meanwhile.
+    /// [`SNAPSHOT_EVERY_RECORDS`], start the next one on a thread of its
+    /// own, which copies the read view and encodes the copy: on a big
+    /// market encoding takes hundreds of milliseconds and belongs nowhere
+    /// near the writer, which meanwhile decides and flushes (only applying
+    /// a batch to the view waits, and only for the copy).
     fn snapshot_between_batches(&mut self) {
-        if let Ok((seq, encoded)) = self.snapshots.1.try_recv() {
-            self.snapshot_running = false;
-            let stored = encoded
-                .and_then(|bytes| self.store_snapshot(seq, &bytes).map_err(|e| e.to_string()));
-            if let Err(e) = stored {
-                tracing::warn!(error = %e, "snapshot failed; will retry at the next interval");
+        if let Some(encoding) = &self.snapshot {
+            match encoding.try_recv() {
+                Err(std::sync::mpsc::TryRecvError::Empty) => return,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => self.snapshot = None,
+                Ok((seq, encoded)) => {
+                    self.snapshot = None;
+                    let stored = encoded.and_then(|bytes| {
+                        self.store_snapshot(seq, &bytes).map_err(|e| e.to_string())
+                    });
+                    if let Err(e) = stored {
+                        tracing::warn!(error = %e, "snapshot failed; will retry at the next interval");
+                    }
+                }
             }
         }
-        if self.snapshot_running
-            || self.state.head_seq < self.last_snapshot_seq + SNAPSHOT_EVERY_RECORDS
-        {
+        if self.state.head_seq < self.last_snapshot_seq + SNAPSHOT_EVERY_RECORDS {
             return;
         }
-        let copying = std::time::Instant::now();
-        let state = self.state.clone();
-        tracing::debug!(
-            seq = state.head_seq,
-            took_ms = copying.elapsed().as_millis() as u64,
-            "state copied for a snapshot"
-        );
-        let back = self.snapshots.0.clone();
+        let (back, encoding) = std::sync::mpsc::channel();
+        let view = self.view.clone();
         let spawned = std::thread::Builder::new()
             .name("taskledger-snapshot".into())
             .spawn(move || {
+                let state = view.read().unwrap_or_else(|p| p.into_inner()).clone();
                 let encoded = snapshot::encode(&state).map_err(|e| e.to_string());
                 let _ = back.send((state.head_seq, encoded));
             });
         match spawned {
-            Ok(_) => self.snapshot_running = true,
+            Ok(_) => self.snapshot = Some(encoding),
             Err(e) => tracing::warn!(error = %e, "cannot start the snapshot thread"),
         }
     }
