@@ -37,7 +37,7 @@
 mod common;
 
 use clap::Parser;
-use common::{latency_json, print_latency, text};
+use common::{Api, latency_json, print_latency, text};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use rand::Rng;
@@ -191,10 +191,7 @@ struct Failure {
 }
 
 #[derive(Clone)]
-struct Client {
-    http: reqwest::Client,
-    api: String,
-}
+struct Client(Api);
 
 impl Client {
     /// One request; `Ok(body)` when the status is the expected one.
@@ -206,50 +203,42 @@ impl Client {
         body: Option<Value>,
         expect: u16,
     ) -> Result<Value, Failure> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.api))
-            .timeout(REQUEST_TIMEOUT)
-            .bearer_auth(key);
-        if let Some(b) = body {
-            req = req.json(&b);
+        let answer = self
+            .0
+            .send(method, path, Some(key), body.as_ref())
+            .await
+            .map_err(|what| Failure {
+                what,
+                refusal: false,
+            })?;
+        if answer.status == expect {
+            return Ok(answer.body);
         }
-        let resp = req.send().await.map_err(|e| Failure {
-            what: format!("transport: {}", e.without_url()),
-            refusal: false,
-        })?;
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if status == expect {
-            return Ok(body);
-        }
-        let code = body.get("code").and_then(Value::as_str).unwrap_or("?");
-        let refusal = status == 429
-            || (status == 409
+        let code = answer.code();
+        let refusal = answer.status == 429
+            || (answer.status == 409
                 && matches!(
                     code,
                     "task_not_open" | "task_full" | "already_claimed" | "conflict"
                 ));
         Err(Failure {
-            what: format!("{status} {code}"),
+            what: format!("{} {code}", answer.status),
             refusal,
         })
     }
 
     async fn register(&self, body: Value) -> Result<String, String> {
-        let resp = self
-            .http
-            .post(format!("{}/accounts/register", self.api))
-            .timeout(REQUEST_TIMEOUT)
-            .json(&body)
-            .send()
+        let answer = self
+            .0
+            .send(
+                reqwest::Method::POST,
+                "/accounts/register",
+                None,
+                Some(&body),
+            )
             .await
-            .map_err(|e| format!("register: transport: {e}"))?;
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if status != 201 {
-            return Err(format!("register: {status} {}", body["code"]));
-        }
+            .map_err(|e| format!("register: {e}"))?;
+        let body = answer.expect(201).map_err(|e| format!("register: {e}"))?;
         text(&body, "api_key")
     }
 }
@@ -344,13 +333,13 @@ async fn open_stream<F>(
 where
     F: FnMut(Frame<'_>) + Send + 'static,
 {
-    let resp = c
-        .http
-        .get(format!("{}/events{query}", c.api))
-        .bearer_auth(key)
-        .send()
-        .await
-        .map_err(|e| format!("events: transport: {e}"))?;
+    let resp =
+        c.0.http
+            .get(format!("{}/events{query}", c.0.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .map_err(|e| format!("events: transport: {e}"))?;
     if resp.status().as_u16() != 200 {
         totals.failed_to_open.fetch_add(1, Ordering::Relaxed);
         return Err(format!("events: {}", resp.status().as_u16()));
@@ -660,17 +649,14 @@ async fn main() {
         eprintln!("open-files limit {nofile} < {needed}: run `ulimit -n 65536` first");
         std::process::exit(2);
     }
-    let api = format!("{}/api/v1", args.url.trim_end_matches('/'));
     // No client-wide timeout: it would cut the event streams. Requests set
     // their own.
-    let c = Client {
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(args.agents + args.publishers * (args.publish_loops + 1))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .expect("an HTTP client"),
-        api,
-    };
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.agents + args.publishers * (args.publish_loops + 1))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client");
+    let c = Client(Api::new(&args.url, http, Some(REQUEST_TIMEOUT)));
     let rss_before = args.server_pid.and_then(memory_kib);
     println!(
         "load average at start: {} (open-files limit {nofile})",
