@@ -9,7 +9,7 @@
 use crate::clock::Clock;
 use crate::commands::{Command, Policy};
 use crate::error::DomainError;
-use crate::writer::{Idempotency, Message, Outcome, Request, ServiceError, Writer};
+use crate::writer::{Idempotency, Message, Outcome, Request, ServiceError, Writer, WriterSettings};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -30,6 +30,8 @@ pub struct WriterMetrics {
     pub commands: AtomicU64,
     pub records: AtomicU64,
     pub append_micros: AtomicU64,
+    /// Seq of the newest stored projection snapshot (0: none yet).
+    pub snapshot_seq: AtomicU64,
     /// Flushed batches by record count: bucket `i` holds batches of at most
     /// `BATCH_BUCKETS[i]` records.
     pub batch_buckets: [AtomicU64; BATCH_BUCKETS.len()],
@@ -153,12 +155,23 @@ pub struct Service {
 }
 
 impl Service {
-    /// Start the writer over `store`. Must be called inside a tokio runtime
-    /// only for the async methods; the writer itself is a plain thread.
+    /// Start the writer over `store` with the default [`WriterSettings`].
+    /// Must be called inside a tokio runtime only for the async methods;
+    /// the writer itself is a plain thread.
     pub fn start(
         store: Box<dyn LogStore>,
         policy: Policy,
         clock: Arc<dyn Clock>,
+    ) -> Result<(Service, std::thread::JoinHandle<()>), OpenError> {
+        Self::start_with(store, policy, clock, WriterSettings::default())
+    }
+
+    /// [`Service::start`] with the writer's own settings.
+    pub fn start_with(
+        store: Box<dyn LogStore>,
+        policy: Policy,
+        clock: Arc<dyn Clock>,
+        settings: WriterSettings,
     ) -> Result<(Service, std::thread::JoinHandle<()>), OpenError> {
         let (state, snapshot_seq) = load_state(store.as_ref())?;
         let view = Arc::new(RwLock::new(state.clone()));
@@ -169,6 +182,7 @@ impl Service {
             state,
             store,
             policy,
+            settings,
             clock,
             view.clone(),
             live.clone(),

@@ -16,6 +16,7 @@
 use crate::clock::Clock;
 use crate::commands::{Command, Ctx, Policy, decide};
 use crate::error::DomainError;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use taskledger_events::store::LogStore;
 use taskledger_events::{Event, IdempotencyRecorded, Principal, Record, Sealed, seal_record};
@@ -24,8 +25,24 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Commands decided and flushed together at most.
 pub const BATCH_COMMANDS_MAX: usize = 512;
-/// Records after which the writer stores a projection snapshot.
+/// Records after which the writer stores a projection snapshot, by default.
 pub const SNAPSHOT_EVERY_RECORDS: u64 = 250_000;
+
+/// How the writer runs, apart from the market's rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriterSettings {
+    /// Store a projection snapshot every this many records (a restart
+    /// replays at most about this many); 0: only at shutdown.
+    pub snapshot_every_records: u64,
+}
+
+impl Default for WriterSettings {
+    fn default() -> Self {
+        WriterSettings {
+            snapshot_every_records: SNAPSHOT_EVERY_RECORDS,
+        }
+    }
+}
 
 /// An idempotency key and the fingerprint of the request it came with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +106,7 @@ pub(crate) struct Writer {
     state: State,
     store: Box<dyn LogStore>,
     policy: Policy,
+    settings: WriterSettings,
     clock: Arc<dyn Clock>,
     view: Arc<RwLock<State>>,
     live: broadcast::Sender<Arc<Record>>,
@@ -108,16 +126,21 @@ impl Writer {
         state: State,
         store: Box<dyn LogStore>,
         policy: Policy,
+        settings: WriterSettings,
         clock: Arc<dyn Clock>,
         view: Arc<RwLock<State>>,
         live: broadcast::Sender<Arc<Record>>,
         last_snapshot_seq: u64,
         metrics: Arc<crate::service::WriterMetrics>,
     ) -> Self {
+        metrics
+            .snapshot_seq
+            .store(last_snapshot_seq, Ordering::Relaxed);
         Writer {
             state,
             store,
             policy,
+            settings,
             clock,
             view,
             live,
@@ -184,7 +207,7 @@ impl Writer {
     }
 
     /// Store a snapshot that came back encoded; every
-    /// [`SNAPSHOT_EVERY_RECORDS`], start the next one on a thread of its
+    /// [`WriterSettings::snapshot_every_records`], start the next one on a thread of its
     /// own, which copies the read view and encodes the copy: on a big
     /// market encoding takes hundreds of milliseconds and belongs nowhere
     /// near the writer, which meanwhile decides and flushes (only applying
@@ -205,7 +228,8 @@ impl Writer {
                 }
             }
         }
-        if self.state.head_seq < self.last_snapshot_seq + SNAPSHOT_EVERY_RECORDS {
+        let every = self.settings.snapshot_every_records;
+        if every == 0 || self.state.head_seq < self.last_snapshot_seq.saturating_add(every) {
             return;
         }
         let (back, encoding) = std::sync::mpsc::channel();
@@ -233,6 +257,7 @@ impl Writer {
             .map_err(|e| ServiceError::Storage(e.to_string()))?;
         tracing::info!(seq, bytes = bytes.len(), "snapshot stored");
         self.last_snapshot_seq = seq;
+        self.metrics.snapshot_seq.store(seq, Ordering::Relaxed);
         Ok(())
     }
 

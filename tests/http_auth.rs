@@ -570,6 +570,13 @@ async fn operator_routes_need_the_right_admin_token() {
         .await
         .expect(200);
     assert!(r.text.contains("# TYPE"), "not Prometheus text: {}", r.text);
+    for series in [
+        "taskledger_head_seq",
+        "taskledger_snapshot_seq",
+        "taskledger_conservation_ok 1",
+    ] {
+        assert!(r.text.contains(series), "no {series} in {}", r.text);
+    }
     s.stop().await;
 }
 

@@ -140,3 +140,70 @@ async fn concurrent_claims_have_one_winner_and_restart_replays() {
     drop(svc);
     writer.join().unwrap();
 }
+
+/// Periodic snapshots: with a small interval the writer stores snapshots
+/// while it runs (not only at shutdown), each one is the fold of the log
+/// up to its seq, and one plus the replayed tail after it is the state the
+/// writer had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_snapshots_are_folds_of_the_log_and_restarts_use_them() {
+    use std::sync::atomic::Ordering;
+    use taskledger::service::{load_state, replay_into};
+    use taskledger::writer::WriterSettings;
+    use taskledger_projections::{State, snapshot};
+
+    const EVERY: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let store = SledStore::open(dir.path()).unwrap();
+    let settings = WriterSettings {
+        snapshot_every_records: EVERY,
+    };
+    let (svc, writer) =
+        Service::start_with(Box::new(store), Policy::default(), clock.clone(), settings).unwrap();
+    // Snapshots are encoded on their own thread and stored between later
+    // batches: keep writing until two have landed (bounded).
+    let mut n = 0u128;
+    while svc.metrics().snapshot_seq.load(Ordering::Relaxed) < 2 * EVERY {
+        n += 1;
+        assert!(n < 5_000, "no second periodic snapshot after {n} commands");
+        let (_, cmd) = register(n);
+        svc.execute(Principal::System, None, cmd).await.unwrap();
+    }
+    let periodic = svc.metrics().snapshot_seq.load(Ordering::Relaxed);
+    // Past the newest periodic snapshot, so the restart below replays a tail.
+    for i in 0..5 {
+        let (_, cmd) = register(10_000 + i);
+        svc.execute(Principal::System, None, cmd).await.unwrap();
+    }
+    let before = svc.read().clone();
+    assert!(before.head_seq > periodic);
+    svc.shutdown().await.unwrap();
+    drop(svc);
+    writer.join().unwrap();
+
+    // Kept: the newest periodic snapshot and the one shutdown stored.
+    let store = SledStore::open(dir.path()).unwrap();
+    let stored = store.snapshots().unwrap();
+    let seqs: Vec<u64> = stored.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, [periodic, before.head_seq]);
+    let mut full = State::new();
+    replay_into(&store, &mut full, u64::MAX).unwrap();
+    assert_eq!(full, before);
+    for (seq, bytes) in &stored {
+        let mut from_snapshot = snapshot::decode(bytes).unwrap();
+        assert_eq!(from_snapshot.head_seq, *seq);
+        let mut prefix = State::new();
+        replay_into(&store, &mut prefix, *seq).unwrap();
+        assert_eq!(
+            from_snapshot, prefix,
+            "snapshot at {seq} is not the fold up to it"
+        );
+        // A restart from this snapshot replays the tail after it.
+        replay_into(&store, &mut from_snapshot, u64::MAX).unwrap();
+        assert_eq!(from_snapshot, before);
+    }
+    let (loaded, loaded_seq) = load_state(&store).unwrap();
+    assert_eq!(loaded_seq, seqs[1]);
+    assert_eq!(loaded, before);
+}

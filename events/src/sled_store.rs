@@ -156,6 +156,22 @@ impl SledStore {
         &self.moved_aside
     }
 
+    /// Every stored snapshot (at most [`SNAPSHOTS_KEPT`]), oldest first,
+    /// as `(covered seq, bytes)`; for inspection and tests, not for
+    /// loading, which takes [`LogStore::latest_snapshot`].
+    pub fn snapshots(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.snapshots
+            .iter()
+            .map(|kv| {
+                let (key, value) = kv?;
+                let seq = key_seq(&key).ok_or_else(|| {
+                    StoreError::Format(format!("snapshot key of {} bytes", key.len()))
+                })?;
+                Ok((seq, value.to_vec()))
+            })
+            .collect()
+    }
+
     /// sled calls made since open.
     pub fn stats(&self) -> SledStats {
         self.stats

@@ -24,6 +24,7 @@ pub struct HttpMetrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     head_seq: IntGauge,
+    snapshot_seq: IntGauge,
     commands_total: IntGauge,
     records_total: IntGauge,
     batches_total: IntGauge,
@@ -64,6 +65,10 @@ impl HttpMetrics {
         ));
         let gauge = |name: &str, help: &str| must(IntGauge::new(name, help));
         let head_seq = gauge("taskledger_head_seq", "Seq of the last flushed record");
+        let snapshot_seq = gauge(
+            "taskledger_snapshot_seq",
+            "Seq of the newest stored projection snapshot (a restart replays the records after it)",
+        );
         let commands_total = gauge("taskledger_commands_total", "Commands the writer took");
         let records_total = gauge("taskledger_records_total", "Records the writer appended");
         let batches_total = gauge("taskledger_batches_total", "Group-commit batches flushed");
@@ -100,6 +105,7 @@ impl HttpMetrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(head_seq.clone()),
+            Box::new(snapshot_seq.clone()),
             Box::new(commands_total.clone()),
             Box::new(records_total.clone()),
             Box::new(batches_total.clone()),
@@ -119,6 +125,7 @@ impl HttpMetrics {
             requests,
             latency,
             head_seq,
+            snapshot_seq,
             commands_total,
             records_total,
             batches_total,
@@ -192,6 +199,8 @@ pub async fn metrics(State(app): State<AppState>, _op: Operator) -> ApiResult<Re
         *last = (Instant::now(), commands);
     }
     m.queue_depth.set(app.service.queue_depth() as i64);
+    m.snapshot_seq
+        .set(i64::try_from(w.snapshot_seq.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
     m.sse_clients
         .set(app.sse_clients.load(Ordering::Relaxed) as i64);
     {

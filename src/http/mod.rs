@@ -525,8 +525,9 @@ pub async fn start_on(
     history: SledReader,
 ) -> anyhow::Result<Running> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (service, writer) = Service::start(store, settings.policy(), clock.clone())
-        .context("cannot load the market state")?;
+    let (service, writer) =
+        Service::start_with(store, settings.policy(), clock.clone(), settings.writer())
+            .context("cannot load the market state")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = AppState::new(
         service.clone(),

@@ -6,6 +6,7 @@ use crate::risk::{EngineKind, RiskSettings};
 use crate::verify::llm::LlmSettings;
 use crate::verify::pool::VerifySettings;
 use crate::verify::sandbox;
+use crate::writer::WriterSettings;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -147,6 +148,14 @@ pub struct Settings {
     /// places from the right. 0: the peer address of the connection.
     #[arg(long, env = "TASKLEDGER_TRUSTED_PROXY_HOPS", default_value_t = 0)]
     pub trusted_proxy_hops: usize,
+    /// Store a projection snapshot every this many records, so a restart
+    /// replays at most about this many; 0: only at shutdown.
+    #[arg(
+        long,
+        env = "TASKLEDGER_SNAPSHOT_EVERY_RECORDS",
+        default_value_t = crate::writer::SNAPSHOT_EVERY_RECORDS
+    )]
+    pub snapshot_every_records: u64,
     /// Serve reads only, refusing every write (503). Also serves a data dir
     /// whose log is damaged, from the records before the first bad one,
     /// which a normal start refuses to do.
@@ -193,6 +202,7 @@ impl Default for Settings {
             risk_signup_window_mins: 30,
             risk_reciprocal_min: 2,
             trusted_proxy_hops: 0,
+            snapshot_every_records: crate::writer::SNAPSHOT_EVERY_RECORDS,
             read_only: false,
         }
     }
@@ -232,6 +242,12 @@ impl Settings {
                 ..sandbox::Limits::default()
             },
             llm,
+        }
+    }
+
+    pub fn writer(&self) -> WriterSettings {
+        WriterSettings {
+            snapshot_every_records: self.snapshot_every_records,
         }
     }
 
