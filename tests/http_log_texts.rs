@@ -3,104 +3,44 @@
 //! view that shows them, redacted as before, and the same after a restart
 //! (which loads the snapshot and reads the texts from the reopened log).
 
+mod common;
+
+use common::Server;
 use serde_json::{Value, json};
-use taskledger::http::{Running, settings::Settings, start};
-
-async fn server(dir: &tempfile::TempDir) -> Running {
-    start(Settings {
-        data: dir.path().join("data"),
-        addr: "127.0.0.1:0".parse().unwrap(),
-        rate_limit_per_min: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
-async fn call(
-    method: &str,
-    url: &str,
-    path: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> Value {
-    let client = reqwest::Client::new();
-    let mut req = match method {
-        "GET" => client.get(format!("{url}/api/v1{path}")),
-        _ => client.post(format!("{url}/api/v1{path}")),
-    };
-    if let Some(k) = key {
-        req = req.bearer_auth(k);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let v: Value = resp.json().await.unwrap();
-    assert!(status.is_success(), "{method} {path}: {status} {v}");
-    v
-}
-
-async fn register(url: &str, name: &str, kind: &str) -> String {
-    let v = call(
-        "POST",
-        url,
-        "/accounts/register",
-        None,
-        // An agent account must declare its compute source.
-        Some(match kind {
-            "agent" => json!({"type": kind, "name": name, "compute_source": "local_model"}),
-            _ => json!({"type": kind, "name": name}),
-        }),
-    )
-    .await;
-    v["api_key"].as_str().unwrap().to_owned()
-}
 
 #[tokio::test]
 async fn texts_in_the_log_come_back_through_every_view() {
-    let dir = tempfile::tempdir().unwrap();
-    let running = server(&dir).await;
-    let url = format!("http://{}", running.addr);
-    let alice = register(&url, "Alice", "human").await;
-    let bob = register(&url, "Bob", "agent").await;
-    let agent = call(
-        "POST",
-        &url,
-        "/accounts/me/agent-keys",
-        Some(&bob),
-        Some(json!({"name": "bob-1", "compute_source": "local_model"})),
-    )
-    .await["api_key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mut s = Server::start().await;
+    let alice = s.register("Alice").await.key;
+    let bob = s.register("Bob").await;
+    let agent = s.agent(&bob, "bob-1").await.key;
+    let bob = bob.key;
 
     // given a task verified by tests, with every text a spec can carry
-    let tested = call(
-        "POST",
-        &url,
-        "/tasks",
-        Some(&alice),
-        Some(json!({
-            "title": "Sort a list",
-            "description": "Write sort(xs) in Python.",
-            "type": "code",
-            "reward_credits": 20,
-            "requirements": {"python": ">=3.10"},
-            "input_data": {"xs": [3, 1, 2]},
-            "tags": ["python", "sorting"],
-            "min_reputation": 1.5,
-            "verification": {
-                "mode": "auto_tests",
-                "language": "python",
-                "tests": "def test_sort(): assert sort([2,1]) == [1,2]",
-                "hidden_tests": "def test_empty(): assert sort([]) == []"
-            }
-        })),
-    )
-    .await;
+    let tested = s
+        .post(
+            "/tasks",
+            &alice,
+            json!({
+                "title": "Sort a list",
+                "description": "Write sort(xs) in Python.",
+                "type": "code",
+                "reward_credits": 20,
+                "requirements": {"python": ">=3.10"},
+                "input_data": {"xs": [3, 1, 2]},
+                "tags": ["python", "sorting"],
+                "min_reputation": 1.5,
+                "verification": {
+                    "mode": "auto_tests",
+                    "language": "python",
+                    "tests": "def test_sort(): assert sort([2,1]) == [1,2]",
+                    "hidden_tests": "def test_empty(): assert sort([]) == []"
+                }
+            }),
+        )
+        .await
+        .expect(201)
+        .body;
     let tested_id = tested["id"].as_str().unwrap().to_owned();
     // then the publish answer shows it all to the publisher
     assert_eq!(tested["description"], "Write sort(xs) in Python.");
@@ -118,14 +58,11 @@ async fn texts_in_the_log_come_back_through_every_view() {
     );
 
     // and an agent that has not claimed sees the spec without the tests
-    let public = call(
-        "GET",
-        &url,
-        &format!("/tasks/{tested_id}"),
-        Some(&agent),
-        None,
-    )
-    .await;
+    let public = s
+        .get(&format!("/tasks/{tested_id}"), &agent)
+        .await
+        .expect(200)
+        .body;
     assert_eq!(public["description"], "Write sort(xs) in Python.");
     assert_eq!(public["tags"], json!(["python", "sorting"]));
     assert!(public["verification"].get("tests").is_none());
@@ -136,22 +73,14 @@ async fn texts_in_the_log_come_back_through_every_view() {
     );
 
     // when it claims, it sees the visible tests but never the hidden ones
-    call(
-        "POST",
-        &url,
-        &format!("/tasks/{tested_id}/claim"),
-        Some(&agent),
-        None,
-    )
-    .await;
-    let package = call(
-        "GET",
-        &url,
-        &format!("/tasks/{tested_id}/verification"),
-        Some(&agent),
-        None,
-    )
-    .await;
+    s.post_empty(&format!("/tasks/{tested_id}/claim"), &agent)
+        .await
+        .expect(201);
+    let package = s
+        .get(&format!("/tasks/{tested_id}/verification"), &agent)
+        .await
+        .expect(200)
+        .body;
     assert_eq!(
         package["verification"]["tests"],
         "def test_sort(): assert sort([2,1]) == [1,2]"
@@ -159,48 +88,40 @@ async fn texts_in_the_log_come_back_through_every_view() {
     assert!(package["verification"].get("hidden_tests").is_none());
 
     // given a manual task, claimed, submitted with metadata, accepted with feedback
-    let manual = call(
-        "POST",
-        &url,
-        "/tasks",
-        Some(&alice),
-        Some(json!({
-            "title": "Summarise",
-            "description": "Three sentences.",
-            "type": "text",
-            "reward_credits": 10
-        })),
-    )
-    .await;
+    let manual = s
+        .post(
+            "/tasks",
+            &alice,
+            json!({
+                "title": "Summarise",
+                "description": "Three sentences.",
+                "type": "text",
+                "reward_credits": 10
+            }),
+        )
+        .await
+        .expect(201)
+        .body;
     let manual_id = manual["id"].as_str().unwrap().to_owned();
-    let claimed = call(
-        "POST",
-        &url,
-        &format!("/tasks/{manual_id}/claim"),
-        Some(&agent),
-        None,
-    )
-    .await;
+    let claimed = s
+        .post_empty(&format!("/tasks/{manual_id}/claim"), &agent)
+        .await
+        .expect(201)
+        .body;
     let execution_id = claimed["id"].as_str().unwrap().to_owned();
     assert_eq!(claimed["result"], Value::Null);
-    let submitted = call(
-        "POST",
-        &url,
-        &format!("/tasks/{manual_id}/submit"),
-        Some(&agent),
-        Some(json!({"result": "One. Two. Three.", "result_metadata": {"sentences": 3}})),
-    )
-    .await;
+    let submitted = s
+        .post(
+            &format!("/tasks/{manual_id}/submit"),
+            &agent,
+            json!({"result": "One. Two. Three.", "result_metadata": {"sentences": 3}}),
+        )
+        .await
+        .expect(200)
+        .body;
     assert_eq!(submitted["result"], "One. Two. Three.");
     assert_eq!(submitted["result_metadata"], json!({"sentences": 3}));
-    let verdict = call(
-        "POST",
-        &url,
-        &format!("/tasks/{manual_id}/verify"),
-        Some(&alice),
-        Some(json!({"execution_id": execution_id, "accepted": true, "feedback": "Crisp.", "score": 9})),
-    )
-    .await;
+    let verdict = s.post(&format!("/tasks/{manual_id}/verify"), &alice, json!({"execution_id": execution_id, "accepted": true, "feedback": "Crisp.", "score": 9})).await.expect(200).body;
     assert_eq!(verdict["feedback"], "Crisp.");
     assert_eq!(verdict["result"], "One. Two. Three.");
     assert_eq!(verdict["score"], 9.0);
@@ -221,7 +142,7 @@ async fn texts_in_the_log_come_back_through_every_view() {
     ];
     let mut before = Vec::new();
     for (key, path) in &reads {
-        before.push(call("GET", &url, path, Some(key), None).await);
+        before.push(s.get(path, key).await.expect(200).body);
     }
     let detail = &before[4];
     assert_eq!(detail["result"], "One. Two. Three.");
@@ -237,12 +158,10 @@ async fn texts_in_the_log_come_back_through_every_view() {
     assert_eq!(mine.len(), 2);
     assert_eq!(mine[0]["feedback"], "Crisp.");
 
-    running.stop().await.unwrap();
-    let running = server(&dir).await;
-    let url = format!("http://{}", running.addr);
+    s.restart(|_| {}).await;
     for ((key, path), was) in reads.iter().zip(&before) {
-        let now = call("GET", &url, path, Some(key), None).await;
+        let now = s.get(path, key).await.expect(200).body;
         assert_eq!(&now, was, "{path} changed across a restart");
     }
-    running.stop().await.unwrap();
+    s.stop().await;
 }

@@ -9,59 +9,18 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use taskledger::http::{Running, settings::Settings, start};
+
+mod common;
+
+use common::Server;
 
 type Client = RunningService<RoleClient, ClientConfig>;
 
-async fn server(dir: &tempfile::TempDir) -> Running {
-    start(Settings {
-        data: dir.path().join("data"),
-        addr: "127.0.0.1:0".parse().unwrap(),
-        rate_limit_per_min: 0,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
-async fn rest(url: &str, path: &str, key: Option<&str>, body: Value) -> Value {
-    let mut req = reqwest::Client::new().post(format!("{url}/api/v1{path}"));
-    if let Some(k) = key {
-        req = req.bearer_auth(k);
-    }
-    let resp = req.json(&body).send().await.unwrap();
-    assert!(resp.status().is_success(), "{path}: {}", resp.status());
-    resp.json().await.unwrap()
-}
-
-/// Alice (owner key), and Bob's agent key.
-async fn accounts(url: &str) -> (String, String) {
-    let alice = rest(
-        url,
-        "/accounts/register",
-        None,
-        json!({"type": "human", "name": "Alice"}),
-    )
-    .await;
-    let bob = rest(
-        url,
-        "/accounts/register",
-        None,
-        json!({"type": "agent", "name": "Bob", "compute_source": "local_model"}),
-    )
-    .await;
-    let bob_key = bob["api_key"].as_str().unwrap();
-    let agent = rest(
-        url,
-        "/accounts/me/agent-keys",
-        Some(bob_key),
-        json!({"name": "bob-1", "compute_source": "local_model"}),
-    )
-    .await;
-    (
-        alice["api_key"].as_str().unwrap().to_owned(),
-        agent["api_key"].as_str().unwrap().to_owned(),
-    )
+/// Alice (owner key), and an agent key of Bob's.
+async fn accounts(s: &Server) -> (String, String) {
+    let alice = s.register("Alice").await;
+    let bob = s.register("Bob").await;
+    (alice.key, s.agent(&bob, "bob-1").await.key)
 }
 
 async fn http_client(url: &str, key: &str, version: ProtocolVersion) -> Result<Client, String> {
@@ -230,11 +189,10 @@ async fn market(owner: &Client, agent: &Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_market_over_streamable_http_both_protocol_generations() {
-    let dir = tempfile::tempdir().unwrap();
-    let running = server(&dir).await;
-    let url = format!("http://{}", running.addr);
+    let s = Server::start().await;
+    let url = s.base.clone();
     for version in [ProtocolVersion::V_2025_11_25, ProtocolVersion::V_2026_07_28] {
-        let (alice, agent_key) = accounts(&url).await;
+        let (alice, agent_key) = accounts(&s).await;
         let owner = http_client(&url, &alice, version.clone()).await.unwrap();
         let agent = http_client(&url, &agent_key, version.clone())
             .await
@@ -261,15 +219,14 @@ async fn a_market_over_streamable_http_both_protocol_generations() {
     assert_eq!(resp.status(), 401);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "unauthorized");
-    running.stop().await.unwrap();
+    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_market_over_stdio() {
-    let dir = tempfile::tempdir().unwrap();
-    let running = server(&dir).await;
-    let url = format!("http://{}", running.addr);
-    let (alice, agent_key) = accounts(&url).await;
+    let s = Server::start().await;
+    let url = s.base.clone();
+    let (alice, agent_key) = accounts(&s).await;
     let owner = stdio_client(&url, &alice).await;
     let agent = stdio_client(&url, &agent_key).await;
     market(&owner, &agent).await;
@@ -283,5 +240,5 @@ async fn a_market_over_stdio() {
         "unauthorized"
     );
     bad.cancel().await.unwrap();
-    running.stop().await.unwrap();
+    s.stop().await;
 }
