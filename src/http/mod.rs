@@ -121,30 +121,39 @@ impl AppState {
         self.clock.now_ms()
     }
 
-    /// The acknowledged record at `seq`. Everything the read view holds is
-    /// acknowledged (the writer updates the view after the flush), so a seq
-    /// the view names is always there.
-    pub fn record(&self, seq: u64) -> Result<Record, ApiError> {
+    /// The acknowledged record at `seq`: from `fresh` (the records of a
+    /// command just answered) when it is there, else read from the log.
+    /// Everything the read view holds is acknowledged (the writer updates
+    /// the view after the flush), so a seq the view names is always there.
+    pub fn record(&self, seq: u64, fresh: &[Arc<Record>]) -> Result<Arc<Record>, ApiError> {
+        if let Some(r) = fresh.iter().find(|r| r.seq == seq) {
+            return Ok(r.clone());
+        }
         match self.history.record(seq) {
-            Ok(Some(r)) => Ok(r),
+            Ok(Some(r)) => Ok(Arc::new(r)),
             Ok(None) => Err(ApiError::log_unreadable(seq, "not in the log")),
             Err(e) => Err(ApiError::log_unreadable(seq, e)),
         }
     }
 
-    /// A task's full spec, from the record that published it.
-    pub fn task_spec(&self, task: &Task) -> Result<TaskSpec, ApiError> {
-        let record = self.record(task.published_seq)?;
+    /// A task's full spec, from the record that published it (see
+    /// [`AppState::record`] for `fresh`).
+    pub fn task_spec(&self, task: &Task, fresh: &[Arc<Record>]) -> Result<TaskSpec, ApiError> {
+        let record = self.record(task.published_seq, fresh)?;
         task.spec_from(&record)
             .cloned()
             .ok_or_else(|| ApiError::log_unreadable(record.seq, "not the publish of this task"))
     }
 
     /// The records that hold an execution's texts (submission, verdict).
-    pub fn execution_records(&self, x: &Execution) -> Result<views::ExecutionRecords, ApiError> {
+    pub fn execution_records(
+        &self,
+        x: &Execution,
+        fresh: &[Arc<Record>],
+    ) -> Result<views::ExecutionRecords, ApiError> {
         let mut out = views::ExecutionRecords::default();
         if let Some(seq) = x.submitted_seq {
-            let r = self.record(seq)?;
+            let r = self.record(seq, fresh)?;
             if x.submission_from(&r).is_none() {
                 return Err(ApiError::log_unreadable(
                     seq,
@@ -154,7 +163,7 @@ impl AppState {
             out.submitted = Some(r);
         }
         if let Some(v) = &x.verdict {
-            let r = self.record(v.seq)?;
+            let r = self.record(v.seq, fresh)?;
             if x.verdict_from(&r).is_none() {
                 return Err(ApiError::log_unreadable(
                     v.seq,
@@ -166,23 +175,28 @@ impl AppState {
         Ok(out)
     }
 
-    /// An execution as the API shows it, texts read from the log.
-    pub fn execution_view(&self, x: &Execution) -> Result<views::ExecutionView, ApiError> {
-        Ok(views::execution_view(x, &self.execution_records(x)?))
+    /// An execution as the API shows it, texts read from `fresh` or the log.
+    pub fn execution_view(
+        &self,
+        x: &Execution,
+        fresh: &[Arc<Record>],
+    ) -> Result<views::ExecutionView, ApiError> {
+        Ok(views::execution_view(x, &self.execution_records(x, fresh)?))
     }
 
-    /// A task as `caller` may see it, its spec read from the log.
+    /// A task as `caller` may see it, its spec read from `fresh` or the log.
     pub fn task_view(
         &self,
         state: &taskledger_projections::State,
         caller: &Principal,
         task: &Task,
+        fresh: &[Arc<Record>],
     ) -> Result<views::TaskView, ApiError> {
         Ok(views::task_view(
             state,
             caller,
             task,
-            &self.task_spec(task)?,
+            &self.task_spec(task, fresh)?,
         ))
     }
 

@@ -17,8 +17,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 use taskledger_events::{
-    Event, ExecutionId, Principal, Rule, RuleKind, TaskId, TaskSpec, TestLanguage, Verification,
+    Event, ExecutionId, Principal, Record, Rule, RuleKind, TaskId, TaskSpec, TestLanguage,
+    Verification,
 };
 use taskledger_projections::{State as Market, Task, TaskStatus};
 use utoipa::ToSchema;
@@ -278,7 +280,10 @@ pub async fn publish(
     let state = app.service.read();
     let task = find_task(&state, id)?;
     let status = super::created_status(&out);
-    Ok((status, Json(app.task_view(&state, &caller.0, task)?)))
+    Ok((
+        status,
+        Json(app.task_view(&state, &caller.0, task, &out.records)?),
+    ))
 }
 
 // ---- list and read ----------------------------------------------------------------
@@ -358,7 +363,7 @@ pub async fn list(
         .skip(offset)
         .take(limit)
         .map(|t| {
-            let mut v = app.task_view(&state, &caller.0, t)?;
+            let mut v = app.task_view(&state, &caller.0, t, &[])?;
             if caller.agent().is_some() {
                 v.claimability = Some(views::claimability(&state, &caller.0, t, now));
             }
@@ -387,7 +392,7 @@ pub async fn get_task(
     let now = app.now_ms();
     let state = app.service.read();
     let task = find_task(&state, id)?;
-    let mut v = app.task_view(&state, &caller.0, task)?;
+    let mut v = app.task_view(&state, &caller.0, task, &[])?;
     if caller.agent().is_some() {
         v.claimability = Some(views::claimability(&state, &caller.0, task, now));
     }
@@ -414,7 +419,7 @@ pub async fn verification_package(
     let state = app.service.read();
     let task = find_task(&state, id)?;
     let access = Access::of(&state, &caller.0, task);
-    let spec = app.task_spec(task)?;
+    let spec = app.task_spec(task, &[])?;
     Ok(Json(VerificationPackage {
         task_id: id.0,
         verification: views::verification_view(&spec.verification, access),
@@ -424,12 +429,23 @@ pub async fn verification_package(
 
 // ---- the lifecycle ------------------------------------------------------------------
 
-fn execution_of(app: &AppState, state: &Market, id: ExecutionId) -> ApiResult<ExecutionView> {
-    let x = state
+/// An execution's view after a command: the read view is held only to
+/// copy the execution out, not while its texts are read (from `fresh`,
+/// the command's own records, or the log), so the writer never waits on
+/// a log read to update the view.
+fn execution_of(
+    app: &AppState,
+    id: ExecutionId,
+    fresh: &[Arc<Record>],
+) -> ApiResult<ExecutionView> {
+    let x = app
+        .service
+        .read()
         .executions
         .get(&id)
+        .cloned()
         .ok_or_else(|| ApiError::not_found(format!("execution {id}")))?;
-    app.execution_view(x)
+    app.execution_view(&x, fresh)
 }
 
 /// Claim an open task with an agent key: a lease starts.
@@ -471,9 +487,8 @@ pub async fn claim(
             _ => None,
         })
         .ok_or_else(|| ApiError::bad_request("claim produced no execution"))?;
-    let state = app.service.read();
     let status = super::created_status(&out);
-    Ok((status, Json(execution_of(&app, &state, id)?)))
+    Ok((status, Json(execution_of(&app, id, &out.records)?)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -542,8 +557,7 @@ pub async fn submit(
     if auto {
         app.verifier.wait(id, app.verifier.settings().wait).await;
     }
-    let state = app.service.read();
-    Ok(Json(execution_of(&app, &state, id)?))
+    Ok(Json(execution_of(&app, id, &out.records)?))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -626,19 +640,27 @@ pub async fn verify(
     } else {
         verify
     };
-    app.service
+    let out = app
+        .service
         .execute(caller.0.clone(), idem.with(body.fingerprint), command)
         .await?;
-    let state = app.service.read();
-    let x = state
-        .executions
-        .get(&execution_id)
-        .ok_or_else(|| ApiError::not_found(format!("execution {execution_id}")))?;
-    let task = find_task(&state, task_id)?;
+    // The read view is held to copy out what the answer needs, not while
+    // the texts are read (see `execution_of`).
+    let (x, task_status, settlement) = {
+        let state = app.service.read();
+        let x = state
+            .executions
+            .get(&execution_id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("execution {execution_id}")))?;
+        let task = find_task(&state, task_id)?;
+        let settlement = views::settlement(&state, &x);
+        (x, task.status().as_str(), settlement)
+    };
     Ok(Json(VerifyResponse {
-        execution: app.execution_view(x)?,
-        task_status: task.status().as_str(),
-        settlement: views::settlement(&state, x),
+        execution: app.execution_view(&x, &out.records)?,
+        task_status,
+        settlement,
     }))
 }
 
@@ -667,7 +689,7 @@ pub async fn cancel(
         .await?;
     let state = app.service.read();
     let task = find_task(&state, task_id)?;
-    Ok(Json(app.task_view(&state, &caller.0, task)?))
+    Ok(Json(app.task_view(&state, &caller.0, task, &[])?))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -721,7 +743,7 @@ pub async fn submissions(
         .map(|(i, x)| {
             let key = state.agent_keys.get(&x.agent_key_id);
             Ok(Submission {
-                execution: app.execution_view(x)?,
+                execution: app.execution_view(x, &[])?,
                 rank: i + 1,
                 ranking_score: views::score_points(views::rank_score(&state, x)),
                 agent_reputation: key.map_or(0.0, |k| views::points(k.reputation)),
@@ -768,7 +790,7 @@ pub async fn my_executions(
             .skip(offset)
             .take(limit)
             .filter_map(|x| state.executions.get(x))
-            .map(|x| app.execution_view(x))
+            .map(|x| app.execution_view(x, &[]))
             .collect::<ApiResult<_>>()?,
         total: key.executions.len(),
         limit,
@@ -797,7 +819,7 @@ pub async fn my_published(
             .skip(offset)
             .take(limit)
             .filter_map(|t| state.tasks.get(t))
-            .map(|t| app.task_view(&state, &caller.0, t))
+            .map(|t| app.task_view(&state, &caller.0, t, &[]))
             .collect::<ApiResult<_>>()?,
         total: owner.published.len(),
         limit,
@@ -844,7 +866,7 @@ pub async fn execution(
         ));
     }
     Ok(Json(ExecutionDetail {
-        execution: app.execution_view(x)?,
+        execution: app.execution_view(x, &[])?,
         task: views::task_summary(task),
         verification_summary: views::verification_summary(&task.spec.verification),
         settlement: views::settlement(&state, x),

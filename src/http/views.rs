@@ -9,6 +9,7 @@
 use crate::commands::{Claim, Command, Ctx, Policy, compute, decide};
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::Arc;
 use taskledger_events::{
     AgentKeyId, ExecutionId, Principal, Record, ResultSubmitted, Rule, RuleKind, TaskSpec,
     TestLanguage, VerdictRecorded, Verification, VerifierKind,
@@ -634,8 +635,8 @@ pub struct ExecutionView {
 /// `AppState::execution_records`; empty for an execution without either.
 #[derive(Clone, Debug, Default)]
 pub struct ExecutionRecords {
-    pub submitted: Option<Record>,
-    pub verdict: Option<Record>,
+    pub submitted: Option<Arc<Record>>,
+    pub verdict: Option<Arc<Record>>,
 }
 
 impl ExecutionRecords {
