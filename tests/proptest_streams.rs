@@ -41,7 +41,7 @@ use taskledger_events::{
     Account, AccountId, AccountKind, AgentKeyId, ChainVerifier, CreditClass, Event, ExecutionId,
     FlagId, Principal, Reason, Record, RiskKind, TaskId, TaskSpec, Verification, record::seal,
 };
-use taskledger_projections::{State, WalletClass, snapshot};
+use taskledger_projections::{State, TaskStatus, WalletClass, snapshot};
 
 const MAX_OWNERS: usize = 4;
 const MAX_KEYS: usize = 6;
@@ -335,6 +335,18 @@ impl World {
             );
         }
         self.books.check_state(s);
+        // The indexes the folds keep in step: open tasks and counts by status.
+        let open: std::collections::BTreeMap<u64, TaskId> = s
+            .tasks
+            .values()
+            .filter(|t| t.status() == TaskStatus::Open)
+            .map(|t| (t.published_seq, t.id))
+            .collect();
+        assert_eq!(s.open_tasks, open, "open-task index out of step");
+        for status in TaskStatus::ALL {
+            let n = s.tasks.values().filter(|t| t.status() == status).count() as u64;
+            assert_eq!(s.tasks_with_status(status), n, "count of {status:?} tasks");
+        }
         assert!(
             s.totals.redeemed <= self.paid_earned,
             "redeemed {} exceeds everything ever earned {}",

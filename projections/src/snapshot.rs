@@ -4,8 +4,9 @@
 //! Layout: an 8-byte magic naming the layout of [`State`], then the bincode
 //! (standard config) of [`State`], whose `head_seq` / `head_hash` name the
 //! record it covers. The magic changes whenever `State`'s layout does:
-//! `TLSNAP01` held full task specs and execution texts; `TLSNAP02` (this
-//! one) holds the compact projection. A snapshot of another layout is not
+//! `TLSNAP01` held full task specs and execution texts; `TLSNAP02` the
+//! compact projection; `TLSNAP03` (this one) adds the open-task index.
+//! A snapshot of another layout is not
 //! an error of the log: it is [`is_current`] false, and start-up replays
 //! from genesis instead (the log is the truth; snapshots are a cache).
 
@@ -13,7 +14,7 @@ use crate::state::State;
 use taskledger_events::codec::{self, CodecError};
 
 /// The magic of the layout this build writes and reads.
-pub const MAGIC: &[u8; 8] = b"TLSNAP02";
+pub const MAGIC: &[u8; 8] = b"TLSNAP03";
 
 pub fn encode(state: &State) -> Result<Vec<u8>, CodecError> {
     let body = codec::encode_value(state)?;

@@ -21,6 +21,7 @@ use crate::model::*;
 use crate::money;
 use crate::reputation::{self, REPUTATION_START};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use taskledger_events::*;
 use thiserror::Error;
 
@@ -106,6 +107,10 @@ pub struct State {
     pub totals: Totals,
     /// Tasks per status, kept in step with every change.
     pub status_counts: [u64; 7],
+    /// The open tasks by `published_seq`, kept in step with every change:
+    /// listing open tasks (what agents browse) pages through these, not
+    /// through every task the market ever had.
+    pub open_tasks: BTreeMap<u64, TaskId>,
 }
 
 fn status_index(s: TaskStatus) -> usize {
@@ -475,6 +480,7 @@ impl State {
             }),
         );
         self.status_counts[status_index(TaskStatus::Open)] += 1;
+        self.open_tasks.insert(seq, e.task_id);
         // Cannot fail: the transfers are exactly the ones `money::publish`
         // computed from this wallet.
         self.move_credits(seq, at, Reason::Publish, Some(e.task_id), &e.transfers)?;
@@ -884,7 +890,7 @@ impl State {
         Ok(Some(task_id))
     }
 
-    /// Change a task and keep `status_counts` in step.
+    /// Change a task and keep `status_counts` and `open_tasks` in step.
     fn with_task_status(&mut self, id: TaskId, f: impl FnOnce(&mut Task)) {
         if let Some(t) = self.tasks.get_mut(&id) {
             let before = t.status();
@@ -893,6 +899,12 @@ impl State {
             if before != after {
                 self.status_counts[status_index(before)] -= 1;
                 self.status_counts[status_index(after)] += 1;
+                if before == TaskStatus::Open {
+                    self.open_tasks.remove(&t.published_seq);
+                }
+                if after == TaskStatus::Open {
+                    self.open_tasks.insert(t.published_seq, id);
+                }
             }
         }
     }

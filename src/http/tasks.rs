@@ -342,21 +342,34 @@ pub async fn list(
     .bounds(50, 100)?;
     let now = app.now_ms();
     let state = app.service.read();
-    let mut hits: Vec<&Task> = state
-        .tasks
-        .values()
-        .filter(|t| status.is_none_or(|s| t.status() == s))
-        .filter(|t| {
-            q.task_type
-                .as_ref()
-                .is_none_or(|ty| *t.spec.task_type == **ty)
-        })
-        .filter(|t| {
-            q.claimable != Some(true) || views::claimability(&state, &caller.0, t, now).claimable
-        })
-        .map(|t| &**t)
-        .collect();
-    hits.sort_unstable_by_key(|t| std::cmp::Reverse(t.published_seq));
+    let wanted = |t: &&Task| {
+        q.task_type
+            .as_ref()
+            .is_none_or(|ty| *t.spec.task_type == **ty)
+            && (q.claimable != Some(true)
+                || views::claimability(&state, &caller.0, t, now).claimable)
+    };
+    // Newest first. Open tasks (the default, what agents browse) come from
+    // the open-task index, already in publish order; other statuses scan.
+    let hits: Vec<&Task> = if status == Some(TaskStatus::Open) {
+        state
+            .open_tasks
+            .values()
+            .rev()
+            .filter_map(|id| state.tasks.get(id).map(|t| &**t))
+            .filter(wanted)
+            .collect()
+    } else {
+        let mut hits: Vec<&Task> = state
+            .tasks
+            .values()
+            .map(|t| &**t)
+            .filter(|t| status.is_none_or(|s| t.status() == s))
+            .filter(wanted)
+            .collect();
+        hits.sort_unstable_by_key(|t| std::cmp::Reverse(t.published_seq));
+        hits
+    };
     let total = hits.len();
     let tasks = hits
         .into_iter()
