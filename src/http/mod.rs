@@ -184,17 +184,16 @@ impl AppState {
         Ok(views::execution_view(x, &self.execution_records(x, fresh)?))
     }
 
-    /// A task as `caller` may see it, its spec read from `fresh` or the log.
+    /// A task as a caller with `access` may see it, its spec read from
+    /// `fresh` or the log.
     pub fn task_view(
         &self,
-        state: &taskledger_projections::State,
-        caller: &Principal,
+        access: views::Access,
         task: &Task,
         fresh: &[Arc<Record>],
     ) -> Result<views::TaskView, ApiError> {
         Ok(views::task_view(
-            state,
-            caller,
+            access,
             task,
             &self.task_spec(task, fresh)?,
         ))

@@ -22,7 +22,7 @@ use taskledger_events::{
     Event, ExecutionId, Principal, Record, Rule, RuleKind, TaskId, TaskSpec, TestLanguage,
     Verification,
 };
-use taskledger_projections::{State as Market, Task, TaskStatus};
+use taskledger_projections::{Execution, State as Market, Task, TaskStatus};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -277,13 +277,40 @@ pub async fn publish(
             _ => None,
         })
         .ok_or_else(|| ApiError::bad_request("publish produced no task"))?;
-    let state = app.service.read();
-    let task = find_task(&state, id)?;
+    let pick = {
+        let state = app.service.read();
+        TaskPick::of(&state, &caller.0, find_task(&state, id)?, None)
+    };
     let status = super::created_status(&out);
-    Ok((
-        status,
-        Json(app.task_view(&state, &caller.0, task, &out.records)?),
-    ))
+    Ok((status, Json(pick.view(&app, &out.records)?)))
+}
+
+/// What a task's view needs from the read view, copied out under its lock
+/// so that the spec is read from the log after the lock is released: the
+/// writer takes that lock to apply each flushed batch and must not wait
+/// on readers' log reads.
+struct TaskPick {
+    task: Task,
+    access: Access,
+    claimability: Option<views::Claimability>,
+}
+
+impl TaskPick {
+    /// `claim_at`: also how `caller`, an agent key, could claim it then.
+    fn of(state: &Market, caller: &Principal, task: &Task, claim_at: Option<u64>) -> Self {
+        TaskPick {
+            task: task.clone(),
+            access: Access::of(state, caller, task),
+            claimability: claim_at.map(|now| views::claimability(state, caller, task, now)),
+        }
+    }
+
+    /// The view, its spec from `fresh` or the log (see [`AppState::record`]).
+    fn view(self, app: &AppState, fresh: &[Arc<Record>]) -> ApiResult<TaskView> {
+        let mut v = app.task_view(self.access, &self.task, fresh)?;
+        v.claimability = self.claimability;
+        Ok(v)
+    }
 }
 
 // ---- list and read ----------------------------------------------------------------
@@ -341,6 +368,7 @@ pub async fn list(
     }
     .bounds(50, 100)?;
     let now = app.now_ms();
+    let claim_at = caller.agent().map(|_| now);
     let state = app.service.read();
     let wanted = |t: &&Task| {
         q.task_type
@@ -371,17 +399,16 @@ pub async fn list(
         hits
     };
     let total = hits.len();
-    let tasks = hits
+    let picks: Vec<TaskPick> = hits
         .into_iter()
         .skip(offset)
         .take(limit)
-        .map(|t| {
-            let mut v = app.task_view(&state, &caller.0, t, &[])?;
-            if caller.agent().is_some() {
-                v.claimability = Some(views::claimability(&state, &caller.0, t, now));
-            }
-            Ok(v)
-        })
+        .map(|t| TaskPick::of(&state, &caller.0, t, claim_at))
+        .collect();
+    drop(state);
+    let tasks = picks
+        .into_iter()
+        .map(|p| p.view(&app, &[]))
         .collect::<ApiResult<_>>()?;
     Ok(Json(TaskList {
         tasks,
@@ -402,14 +429,12 @@ pub async fn get_task(
     Path(raw): Path<String>,
 ) -> ApiResult<Json<TaskView>> {
     let id: TaskId = parse_id(&raw, "id")?;
-    let now = app.now_ms();
-    let state = app.service.read();
-    let task = find_task(&state, id)?;
-    let mut v = app.task_view(&state, &caller.0, task, &[])?;
-    if caller.agent().is_some() {
-        v.claimability = Some(views::claimability(&state, &caller.0, task, now));
-    }
-    Ok(Json(v))
+    let claim_at = caller.agent().map(|_| app.now_ms());
+    let pick = {
+        let state = app.service.read();
+        TaskPick::of(&state, &caller.0, find_task(&state, id)?, claim_at)
+    };
+    Ok(Json(pick.view(&app, &[])?))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -429,10 +454,11 @@ pub async fn verification_package(
     Path(raw): Path<String>,
 ) -> ApiResult<Json<VerificationPackage>> {
     let id: TaskId = parse_id(&raw, "id")?;
-    let state = app.service.read();
-    let task = find_task(&state, id)?;
-    let access = Access::of(&state, &caller.0, task);
-    let spec = app.task_spec(task, &[])?;
+    let TaskPick { task, access, .. } = {
+        let state = app.service.read();
+        TaskPick::of(&state, &caller.0, find_task(&state, id)?, None)
+    };
+    let spec = app.task_spec(&task, &[])?;
     Ok(Json(VerificationPackage {
         task_id: id.0,
         verification: views::verification_view(&spec.verification, access),
@@ -700,9 +726,11 @@ pub async fn cancel(
             Command::Cancel(Cancel { task_id }),
         )
         .await?;
-    let state = app.service.read();
-    let task = find_task(&state, task_id)?;
-    Ok(Json(app.task_view(&state, &caller.0, task, &[])?))
+    let pick = {
+        let state = app.service.read();
+        TaskPick::of(&state, &caller.0, find_task(&state, task_id)?, None)
+    };
+    Ok(Json(pick.view(&app, &[])?))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -737,30 +765,44 @@ pub async fn submissions(
     Path(raw): Path<String>,
 ) -> ApiResult<Json<SubmissionList>> {
     let id: TaskId = parse_id(&raw, "id")?;
-    let state = app.service.read();
-    let task = find_task(&state, id)?;
-    if caller.owner() != Some(task.publisher_id) {
-        return Err(ApiError::forbidden(
-            "only the task's publisher sees its submissions",
-        ));
-    }
-    let mut xs: Vec<_> = task
-        .executions
-        .iter()
-        .filter_map(|x| state.executions.get(x))
-        .collect();
-    xs.sort_by_key(|x| views::rank_key(&state, x));
-    let submissions = xs
+    // Ranked and copied out under the read view's lock; texts read after
+    // (see TaskPick): (execution, ranking score, reputation, tier).
+    let ranked: Vec<(Execution, f64, f64, Option<u8>)> = {
+        let state = app.service.read();
+        let task = find_task(&state, id)?;
+        if caller.owner() != Some(task.publisher_id) {
+            return Err(ApiError::forbidden(
+                "only the task's publisher sees its submissions",
+            ));
+        }
+        let mut xs: Vec<_> = task
+            .executions
+            .iter()
+            .filter_map(|x| state.executions.get(x))
+            .collect();
+        xs.sort_by_key(|x| views::rank_key(&state, x));
+        xs.into_iter()
+            .map(|x| {
+                let key = state.agent_keys.get(&x.agent_key_id);
+                (
+                    (**x).clone(),
+                    views::score_points(views::rank_score(&state, x)),
+                    key.map_or(0.0, |k| views::points(k.reputation)),
+                    views::execution_tier(&state, x),
+                )
+            })
+            .collect()
+    };
+    let submissions = ranked
         .into_iter()
         .enumerate()
-        .map(|(i, x)| {
-            let key = state.agent_keys.get(&x.agent_key_id);
+        .map(|(i, (x, ranking_score, agent_reputation, compute_tier))| {
             Ok(Submission {
-                execution: app.execution_view(x, &[])?,
+                execution: app.execution_view(&x, &[])?,
                 rank: i + 1,
-                ranking_score: views::score_points(views::rank_score(&state, x)),
-                agent_reputation: key.map_or(0.0, |k| views::points(k.reputation)),
-                compute_tier: views::execution_tier(&state, x),
+                ranking_score,
+                agent_reputation,
+                compute_tier,
             })
         })
         .collect::<ApiResult<_>>()?;
@@ -790,22 +832,29 @@ pub async fn my_executions(
 ) -> ApiResult<Json<ExecutionList>> {
     let key_id = caller.require_agent()?;
     let (limit, offset) = page.bounds(50, 100)?;
-    let state = app.service.read();
-    let key = state
-        .agent_keys
-        .get(&key_id)
-        .ok_or_else(|| ApiError::unauthorized("unknown agent key"))?;
-    Ok(Json(ExecutionList {
-        executions: key
+    // Copied out under the read view's lock; texts read after (see TaskPick).
+    let (picks, total) = {
+        let state = app.service.read();
+        let key = state
+            .agent_keys
+            .get(&key_id)
+            .ok_or_else(|| ApiError::unauthorized("unknown agent key"))?;
+        let picks: Vec<Execution> = key
             .executions
             .iter()
             .rev()
             .skip(offset)
             .take(limit)
-            .filter_map(|x| state.executions.get(x))
+            .filter_map(|x| state.executions.get(x).map(|x| (**x).clone()))
+            .collect();
+        (picks, key.executions.len())
+    };
+    Ok(Json(ExecutionList {
+        executions: picks
+            .iter()
             .map(|x| app.execution_view(x, &[]))
             .collect::<ApiResult<_>>()?,
-        total: key.executions.len(),
+        total,
         limit,
         offset,
     }))
@@ -822,19 +871,26 @@ pub async fn my_published(
 ) -> ApiResult<Json<TaskList>> {
     let id = caller.require_owner()?;
     let (limit, offset) = page.bounds(50, 100)?;
-    let state = app.service.read();
-    let owner = super::accounts::account(&state, id)?;
-    Ok(Json(TaskList {
-        tasks: owner
+    let (picks, total) = {
+        let state = app.service.read();
+        let owner = super::accounts::account(&state, id)?;
+        let picks: Vec<TaskPick> = owner
             .published
             .iter()
             .rev()
             .skip(offset)
             .take(limit)
             .filter_map(|t| state.tasks.get(t))
-            .map(|t| app.task_view(&state, &caller.0, t, &[]))
+            .map(|t| TaskPick::of(&state, &caller.0, t, None))
+            .collect();
+        (picks, owner.published.len())
+    };
+    Ok(Json(TaskList {
+        tasks: picks
+            .into_iter()
+            .map(|p| p.view(&app, &[]))
             .collect::<ApiResult<_>>()?,
-        total: owner.published.len(),
+        total,
         limit,
         offset,
     }))
@@ -862,26 +918,35 @@ pub async fn execution(
     Path(raw): Path<String>,
 ) -> ApiResult<Json<ExecutionDetail>> {
     let id: ExecutionId = parse_id(&raw, "id")?;
-    let state = app.service.read();
-    let x = state
-        .executions
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("execution {id}")))?;
-    let task = find_task(&state, x.task_id)?;
-    let allowed = match &caller.0 {
-        Principal::Owner(o) => *o == task.publisher_id || *o == x.owner_id,
-        Principal::Agent(k) => *k == x.agent_key_id,
-        _ => false,
+    // Copied out under the read view's lock; texts read after (see TaskPick).
+    let (x, task, verification_summary, settlement) = {
+        let state = app.service.read();
+        let x = state
+            .executions
+            .get(&id)
+            .ok_or_else(|| ApiError::not_found(format!("execution {id}")))?;
+        let task = find_task(&state, x.task_id)?;
+        let allowed = match &caller.0 {
+            Principal::Owner(o) => *o == task.publisher_id || *o == x.owner_id,
+            Principal::Agent(k) => *k == x.agent_key_id,
+            _ => false,
+        };
+        if !allowed {
+            return Err(ApiError::forbidden(
+                "only the task's publisher or the executor sees an execution",
+            ));
+        }
+        (
+            (**x).clone(),
+            views::task_summary(task),
+            views::verification_summary(&task.spec.verification),
+            views::settlement(&state, x),
+        )
     };
-    if !allowed {
-        return Err(ApiError::forbidden(
-            "only the task's publisher or the executor sees an execution",
-        ));
-    }
     Ok(Json(ExecutionDetail {
-        execution: app.execution_view(x, &[])?,
-        task: views::task_summary(task),
-        verification_summary: views::verification_summary(&task.spec.verification),
-        settlement: views::settlement(&state, x),
+        execution: app.execution_view(&x, &[])?,
+        task,
+        verification_summary,
+        settlement,
     }))
 }

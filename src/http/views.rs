@@ -531,8 +531,7 @@ pub struct TaskView {
 
 /// A task as `caller` may see it. `spec` is the task's full spec, from the
 /// record that published it (`AppState::task_spec`).
-pub fn task_view(state: &State, caller: &Principal, task: &Task, spec: &TaskSpec) -> TaskView {
-    let access = Access::of(state, caller, task);
+pub fn task_view(access: Access, task: &Task, spec: &TaskSpec) -> TaskView {
     let s = spec;
     TaskView {
         id: task.id.0,
