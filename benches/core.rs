@@ -125,19 +125,12 @@ impl Sim {
         self.n += 2;
         let task_id = TaskId::from_u128(self.n);
         let execution_id = ExecutionId::from_u128(self.n + 1);
-        let spec = TaskSpec {
-            title: "Summarise".into(),
-            description: "Summarise the text in three sentences".into(),
-            task_type: "text".into(),
-            reward: 10,
-            requirements: None,
-            input_data: None,
-            deadline_ms: None,
-            max_executors: 1,
-            tags: vec![],
-            min_reputation: 0,
-            verification: Verification::Manual,
-        };
+        let spec = TaskSpec::manual(
+            "Summarise",
+            "Summarise the text in three sentences",
+            "text",
+            10,
+        );
         let (pp, pa) = (Principal::Owner(self.publisher), Principal::Agent(self.key));
         self.run(pp.clone(), Command::Publish(Publish { task_id, spec }));
         self.run(

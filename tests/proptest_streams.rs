@@ -39,7 +39,7 @@ use taskledger::commands::{
 };
 use taskledger_events::{
     Account, AccountId, AccountKind, AgentKeyId, ChainVerifier, CreditClass, Event, ExecutionId,
-    FlagId, Principal, Reason, Record, RiskKind, TaskId, TaskSpec, Verification, record::seal,
+    FlagId, Principal, Reason, Record, RiskKind, TaskId, TaskSpec, record::seal,
 };
 use taskledger_projections::{State, TaskStatus, WalletClass, snapshot};
 
@@ -413,12 +413,6 @@ impl World {
                 let owner = self.owner_at(owner);
                 let task_id = TaskId::from_u128(self.fresh());
                 let spec = TaskSpec {
-                    title: "Summarise".into(),
-                    description: "Summarise the text".into(),
-                    task_type: "text".into(),
-                    reward,
-                    requirements: None,
-                    input_data: None,
                     // offsets under 1000 ms land in the past: refused
                     deadline_ms: deadline.map(|d| {
                         if d < 1000 {
@@ -428,9 +422,7 @@ impl World {
                         }
                     }),
                     max_executors,
-                    tags: vec![],
-                    min_reputation: 0,
-                    verification: Verification::Manual,
+                    ..TaskSpec::manual("Summarise", "Summarise the text", "text", reward)
                 };
                 if self.run(
                     Principal::Owner(owner),

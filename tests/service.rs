@@ -25,19 +25,7 @@ fn register(i: u128) -> (AccountId, Command) {
 }
 
 fn spec(reward: u64) -> TaskSpec {
-    TaskSpec {
-        title: "t".into(),
-        description: String::new(),
-        task_type: "text".into(),
-        reward,
-        requirements: None,
-        input_data: None,
-        deadline_ms: None,
-        max_executors: 1,
-        tags: vec![],
-        min_reputation: 0,
-        verification: Verification::Manual,
-    }
+    TaskSpec::manual("t", "", "text", reward)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

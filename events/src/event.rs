@@ -159,6 +159,28 @@ pub struct TaskSpec {
     pub verification: Verification,
 }
 
+impl TaskSpec {
+    /// A task with only what every task states: one executor, no deadline,
+    /// requirements, input, tags or reputation gate, reviewed by its
+    /// publisher. Tests, benches and fuzzers start here and change the rest
+    /// with struct update syntax.
+    pub fn manual(title: &str, description: &str, task_type: &str, reward: u64) -> Self {
+        TaskSpec {
+            title: title.to_owned(),
+            description: description.to_owned(),
+            task_type: task_type.to_owned(),
+            reward,
+            requirements: None,
+            input_data: None,
+            deadline_ms: None,
+            max_executors: 1,
+            tags: Vec::new(),
+            min_reputation: 0,
+            verification: Verification::Manual,
+        }
+    }
+}
+
 /// Who produced a verdict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum VerifierKind {

@@ -27,7 +27,7 @@ use taskledger::http::extract::parse_json;
 use taskledger::http::tasks::{PublishBody, SubmitBody, VerifyBody};
 use taskledger_events::{
     AccountId, AccountKind, AgentKeyId, ExecutionId, FlagId, Head, Principal, RiskKind, TaskId,
-    TaskSpec, Verification, seal,
+    TaskSpec, seal,
 };
 use taskledger_projections::State;
 
@@ -72,19 +72,7 @@ fn run(
 }
 
 fn spec(title: &str) -> TaskSpec {
-    TaskSpec {
-        title: title.into(),
-        description: "fuzz".into(),
-        task_type: "text".into(),
-        reward: 100,
-        requirements: None,
-        input_data: None,
-        deadline_ms: None,
-        max_executors: 1,
-        tags: vec![],
-        min_reputation: 0,
-        verification: Verification::Manual,
-    }
+    TaskSpec::manual(title, "fuzz", "text", 100)
 }
 
 fn market() -> Market {

@@ -3,7 +3,7 @@
 
 use super::*;
 use taskledger_events::{
-    AccountKind, Head, Principal, Record, TaskSpec, Verification, VerifierKind, record::seal,
+    AccountKind, Head, Principal, Record, TaskSpec, VerifierKind, record::seal,
 };
 
 pub struct World {
@@ -102,19 +102,7 @@ impl World {
     }
 
     pub fn spec(&self, reward: u64) -> TaskSpec {
-        TaskSpec {
-            title: "Summarise".into(),
-            description: "Summarise the text".into(),
-            task_type: "text".into(),
-            reward,
-            requirements: None,
-            input_data: None,
-            deadline_ms: None,
-            max_executors: 1,
-            tags: vec![],
-            min_reputation: 0,
-            verification: Verification::Manual,
-        }
+        TaskSpec::manual("Summarise", "Summarise the text", "text", reward)
     }
 
     pub fn publish_spec(
