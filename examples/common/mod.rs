@@ -1,82 +1,9 @@
-//! What the load tools (`loadgen`, `agents`) share: the API client,
-//! reading answers and reporting latency per operation. Not an example
-//! itself (no `main`).
+//! What the load tools (`loadgen`, `agents`) share: reading answers and
+//! reporting latency per operation. Not an example itself (no `main`).
 
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::time::Duration;
-
-/// The REST API under one base URL (`.../api/v1`), over one connection
-/// pool. Cheap to clone.
-#[derive(Clone)]
-pub struct Api {
-    pub http: reqwest::Client,
-    pub base: String,
-    /// Per request; `None` leaves the client's own (event streams need none).
-    timeout: Option<Duration>,
-}
-
-/// A status and its JSON body (`Null` when the body was not JSON).
-pub struct Answer {
-    pub status: u16,
-    pub body: Value,
-}
-
-impl Answer {
-    /// The stable error code of a refusal, or `?`.
-    pub fn code(&self) -> &str {
-        self.body.get("code").and_then(Value::as_str).unwrap_or("?")
-    }
-
-    /// The body when the status is `expect`, else `"<status> <code>"`.
-    pub fn expect(self, expect: u16) -> Result<Value, String> {
-        if self.status == expect {
-            Ok(self.body)
-        } else {
-            Err(format!("{} {}", self.status, self.code()))
-        }
-    }
-}
-
-impl Api {
-    /// `url` is the server's base URL; requests go to `url/api/v1`.
-    pub fn new(url: &str, http: reqwest::Client, timeout: Option<Duration>) -> Self {
-        Api {
-            http,
-            base: format!("{}/api/v1", url.trim_end_matches('/')),
-            timeout,
-        }
-    }
-
-    /// One request, with `key` as the bearer token and `body` as JSON.
-    /// `Err` only for transport failures.
-    pub async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<&Value>,
-    ) -> Result<Answer, String> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = self.timeout {
-            req = req.timeout(t);
-        }
-        if let Some(k) = key {
-            req = req.bearer_auth(k);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("transport: {}", e.without_url()))?;
-        let status = resp.status().as_u16();
-        let body = resp.json().await.unwrap_or(Value::Null);
-        Ok(Answer { status, body })
-    }
-}
 
 /// A string field of an answer, or why not.
 pub fn text(v: &Value, field: &str) -> Result<String, String> {
