@@ -106,8 +106,8 @@ impl Target {
 }
 
 /// One client's own HTTP/1.1 keep-alive connection, made with hyper's
-/// connection API: no pool, no URL parsing per request, the connection
-/// driven by a task on the same thread. The load tool shares the machine
+/// connection API: no pool to check out from, a path-only request URI,
+/// the connection driven by a task on the same thread. The load tool shares the machine
 /// with the server it measures; this costs less CPU per request than a
 /// pooled general-purpose client.
 struct Client {
