@@ -30,7 +30,7 @@ fn start(data: &Path) -> Server {
         .env("TASKLEDGER_RATE_LIMIT_PER_MIN", "0")
         // Periodic snapshots during the load: the kill can land while one
         // is encoded or stored, and the restart loads one plus a tail.
-        .env("TASKLEDGER_SNAPSHOT_EVERY_RECORDS", "200")
+        .env("TASKLEDGER_SNAPSHOT_EVERY_RECORDS", "50")
         .env_remove("TASKLEDGER_ADMIN_TOKEN")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
