@@ -207,11 +207,11 @@ impl Writer {
     }
 
     /// Store a snapshot that came back encoded; every
-    /// [`WriterSettings::snapshot_every_records`], start the next one on a thread of its
-    /// own, which copies the read view and encodes the copy: on a big
-    /// market encoding takes hundreds of milliseconds and belongs nowhere
-    /// near the writer, which meanwhile decides and flushes (only applying
-    /// a batch to the view waits, and only for the copy).
+    /// [`WriterSettings::snapshot_every_records`], start the next one on a
+    /// thread of its own, which copies the read view and encodes the copy:
+    /// on a big market encoding takes hundreds of milliseconds and belongs
+    /// nowhere near the writer, which meanwhile decides and flushes (only
+    /// applying a batch to the view waits, and only for the copy).
     fn snapshot_between_batches(&mut self) {
         if let Some(encoding) = &self.snapshot {
             match encoding.try_recv() {

@@ -4,9 +4,9 @@
 //! Layout: an 8-byte magic naming the layout of [`State`], then the bincode
 //! (standard config) of [`State`], whose `head_seq` / `head_hash` name the
 //! record it covers. The magic changes whenever `State`'s layout does:
-//! `TLSNAP01` held full task specs and execution texts; `TLSNAP02` the
-//! compact projection; `TLSNAP03` (this one) adds the open-task index.
-//! A snapshot of another layout is not
+//! `TLSNAP01` held full task specs and execution texts; `TLSNAP02` (this
+//! one) holds the compact projection (indexes derived from it, such as
+//! the open tasks, are rebuilt on decode). A snapshot of another layout is not
 //! an error of the log: it is [`is_current`] false, and start-up replays
 //! from genesis instead (the log is the truth; snapshots are a cache).
 
@@ -14,7 +14,7 @@ use crate::state::State;
 use taskledger_events::codec::{self, CodecError};
 
 /// The magic of the layout this build writes and reads.
-pub const MAGIC: &[u8; 8] = b"TLSNAP03";
+pub const MAGIC: &[u8; 8] = b"TLSNAP02";
 
 pub fn encode(state: &State) -> Result<Vec<u8>, CodecError> {
     let body = codec::encode_value(state)?;
@@ -31,7 +31,11 @@ pub fn is_current(bytes: &[u8]) -> bool {
 
 pub fn decode(bytes: &[u8]) -> Result<State, CodecError> {
     match bytes.strip_prefix(MAGIC.as_slice()) {
-        Some(body) => codec::decode_value(body),
+        Some(body) => {
+            let mut state: State = codec::decode_value(body)?;
+            state.index_open_tasks();
+            Ok(state)
+        }
         None => Err(CodecError::Decode(
             "not a taskledger snapshot of this layout (bad magic)".into(),
         )),

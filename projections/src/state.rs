@@ -109,7 +109,9 @@ pub struct State {
     pub status_counts: [u64; 7],
     /// The open tasks by `published_seq`, kept in step with every change:
     /// listing open tasks (what agents browse) pages through these, not
-    /// through every task the market ever had.
+    /// through every task the market ever had. Derived from `tasks`, so
+    /// not in snapshots: [`State::index_open_tasks`] rebuilds it.
+    #[serde(skip)]
     pub open_tasks: BTreeMap<u64, TaskId>,
 }
 
@@ -127,6 +129,17 @@ impl State {
             seq: self.head_seq,
             hash: self.head_hash,
         }
+    }
+
+    /// Rebuild [`State::open_tasks`] from the tasks (after decoding a
+    /// snapshot, which does not hold it).
+    pub fn index_open_tasks(&mut self) {
+        self.open_tasks = self
+            .tasks
+            .values()
+            .filter(|t| t.status() == TaskStatus::Open)
+            .map(|t| (t.published_seq, t.id))
+            .collect();
     }
 
     pub fn tasks_with_status(&self, s: TaskStatus) -> u64 {

@@ -529,8 +529,9 @@ pub struct TaskView {
     pub claimability: Option<Claimability>,
 }
 
-/// A task as `caller` may see it. `spec` is the task's full spec, from the
-/// record that published it (`AppState::task_spec`).
+/// A task as a caller with `access` ([`Access::of`]) may see it. `spec` is
+/// the task's full spec, from the record that published it
+/// (`AppState::task_spec`).
 pub fn task_view(access: Access, task: &Task, spec: &TaskSpec) -> TaskView {
     let s = spec;
     TaskView {
